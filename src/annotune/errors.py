@@ -1,0 +1,51 @@
+"""User-facing errors: one clear line naming the file, row and field, never a traceback.
+
+Anything a researcher can cause (a bad file, a typo in a codebook, an unknown label) raises
+`AnnotuneError`; the CLI prints its message and exits with status 2. Programming errors stay
+ordinary exceptions so that they are not hidden.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class AnnotuneError(Exception):
+    """An error in the user's input, with where it happened."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        file: str | Path | None = None,
+        row: int | None = None,
+        field: str | None = None,
+    ):
+        self.message = message
+        self.file = str(file) if file is not None else None
+        self.row = row
+        self.field = field
+        super().__init__(self.format())
+
+    def format(self) -> str:
+        where = []
+        if self.file:
+            where.append(self.file)
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.field:
+            where.append(f"field '{self.field}'")
+        prefix = ", ".join(where)
+        return f"{prefix}: {self.message}" if prefix else self.message
+
+
+class CodebookError(AnnotuneError):
+    """The codebook is malformed or inconsistent."""
+
+
+class DataError(AnnotuneError):
+    """A data file cannot be read or does not match the codebook."""
+
+
+class ConfigError(AnnotuneError):
+    """A run configuration (compare, finetune…) is malformed."""
