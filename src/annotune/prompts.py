@@ -83,7 +83,7 @@ def constrained_questions(codebook: Codebook) -> list[Question]:
     if codebook.kind == "multi":
         return [
             Question(
-                f'Does the category "{lab.name}" ({lab.definition}) apply to this text? Answer yes or no.',
+                f'Does the category "{lab.name}" apply to this text? Answer yes or no.',
                 ("yes", "no"),
                 lab.name,
             )
@@ -92,7 +92,7 @@ def constrained_questions(codebook: Codebook) -> list[Question]:
     values = (NONE_VALUE, *codebook.scale)
     return [
         Question(
-            f'How strongly does the text express "{lab.name}" ({lab.definition})? '
+            f'How strongly does the text express "{lab.name}"? '
             f"Answer {', '.join(values[:-1])} or {values[-1]}.",
             values,
             lab.name,

@@ -1,0 +1,81 @@
+"""Shared fixtures: codebooks for each task kind and a tiny random model that runs in milliseconds.
+
+The tiny model is a 2-layer Llama built from a config with the embedded SmolLM2 tokenizer (so prompts,
+chat template and tokenisation are real); its answers are random, which is what INVALID accounting and
+engine-equivalence tests need. Tests marked ``slow`` run the real embedded model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from annotune.codebook import Codebook
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+FLOURISHING = SHARED_DATA / "flourishing"
+
+
+def make_codebook(kind: str = "single", **task) -> Codebook:
+    if kind == "dimensions":
+        labels = [
+            {"name": "happiness", "definition": "joy or its absence"},
+            {"name": "expressing gratitude", "definition": "thankfulness"},
+            {"name": "perceiving discrimination", "definition": "unfair treatment"},
+        ]
+        task.setdefault("scale", ["low", "medium", "high"])
+    else:
+        labels = [
+            {"name": "business", "definition": "companies and markets"},
+            {"name": "politics", "definition": "government and elections"},
+            {"name": "sport", "definition": "matches and athletes", "aliases": ["sports"]},
+            {"name": "tech", "definition": "computers and the internet", "aliases": ["technology"]},
+        ]
+        if kind == "multi":
+            task.setdefault("max_labels", 2)
+    return Codebook.from_dict({"task": {"name": f"test-{kind}", "kind": kind, "instructions": "Code the text.",
+                                        **task}, "labels": labels})
+
+
+@pytest.fixture
+def single_codebook() -> Codebook:
+    return make_codebook("single")
+
+
+@pytest.fixture
+def multi_codebook() -> Codebook:
+    return make_codebook("multi")
+
+
+@pytest.fixture
+def dimensions_codebook() -> Codebook:
+    return make_codebook("dimensions")
+
+
+@pytest.fixture(scope="session")
+def embedded_model_dir() -> Path:
+    """The embedded SmolLM2 materialised once into a plain checkpoint (cached across runs)."""
+    from annotune.models import materialise_gguf, resolve_model
+
+    return materialise_gguf(resolve_model("smollm2"))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
+    """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer and chat template."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("tiny-model")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
