@@ -268,7 +268,8 @@ class LocalBackend(Backend):
             for qi, (q, opts) in enumerate(zip(q_rows, opt_rows)):
                 q_start = len(toks)
                 toks += q
-                par += [q_start - 1 + j for j in range(len(q))]
+                # each question hangs off the document's last token, not off the previous question's tree
+                par += [len(doc) - 1 if j == 0 else q_start + j - 1 for j in range(len(q))]
                 q_last = len(toks) - 1
                 for oi, opt in enumerate(opts):
                     prev = q_last

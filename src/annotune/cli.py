@@ -13,6 +13,7 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import AnnotuneError
@@ -26,7 +27,13 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console(width=None if sys.stdout.isatty() else 200)
-err_console = Console(stderr=True)
+# soft_wrap: an error stays one line (grep-able, copy-pasteable) whatever the terminal width
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def log(msg: str) -> None:
+    """Progress messages on stderr, printed literally (system names may contain brackets)."""
+    err_console.print(msg, highlight=False, markup=False)
 
 
 def user_errors(fn):
@@ -37,7 +44,8 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except AnnotuneError as exc:
-            err_console.print(f"[bold red]error:[/] {exc.format()}", highlight=False, markup=True)
+            # the message is user data (file names, labels, "[task]"...): never parse it as markup
+            err_console.print(f"[bold red]error:[/] {escape(exc.format())}", highlight=False, markup=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err_console.print("interrupted: finished parts are saved; run the same command again to resume.")
@@ -66,11 +74,11 @@ def print_results_table(results: dict) -> None:
 
     header, rows = table_rows(results)
     kind = results["task"]["task"]["kind"]
-    table = Table(title=f"{results['name']} — {kind} task, {results['data']['test']} test documents")
+    table = Table(title=escape(f"{results['name']} — {kind} task, {results['data']['test']} test documents"))
     for i, h in enumerate(header):
-        table.add_column(h, justify="left" if i == 0 else "right")
+        table.add_column(escape(h), justify="left" if i == 0 else "right")
     for r in rows:
-        table.add_row(*r)
+        table.add_row(*(escape(c) for c in r))
     console.print(table)
 
 
@@ -92,10 +100,48 @@ def compare(
     from .compare import CompareConfig, Comparison
 
     cfg = CompareConfig.load(config, output)
-    results = Comparison(cfg, progress=not quiet, fresh=fresh,
-                         log=lambda msg: err_console.print(msg, highlight=False)).run()
+    results = Comparison(cfg, progress=not quiet, fresh=fresh, log=log).run()
     print_results_table(results)
-    console.print(f"results: {cfg.output / 'results.json'}  predictions: {cfg.output / 'predictions.csv'}")
+    console.print(f"results: {cfg.output / 'results.json'}  predictions: {cfg.output / 'predictions.csv'}",
+                  markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def finetune(
+    config: Path = typer.Argument(..., help="Comparison config with a [finetune] table or a 'finetuned' system."),
+    system: str = typer.Option(None, "--system", "-s", help="Which 'finetuned' system to train (default: the first)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Run folder (default: the one `compare` would use)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its newest checkpoint."),
+    merge: bool = typer.Option(False, "--merge", help="Also write merged full weights to <run>/merged."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """LoRA fine-tune the config's model on its training split and write a run folder (adapter, tokenizer,
+    codebook, manifest). Use the folder as `model = "<run folder>"` anywhere a model is expected."""
+    _quiet_libraries()
+    from .compare import CompareConfig, Comparison, split_data
+    from .data import load_data
+    from .finetune import FineTuner, is_run_folder, merge_run
+
+    cfg = CompareConfig.load(config)
+    specs = [s for s in cfg.systems if s.get("type") == "finetuned"]
+    if system:
+        specs = [s for s in specs if s["name"] == system]
+        if not specs:
+            raise AnnotuneError(f"no 'finetuned' system named {system!r}", file=config, field="systems")
+    spec = specs[0] if specs else {"name": "finetune", "type": "finetuned"}
+    dataset = load_data(cfg.data, cfg.codebook, cfg.source.parent, file=cfg.source)
+    train, _ = split_data(cfg, dataset)
+    comparison = Comparison(cfg, progress=not quiet, log=lambda m: err_console.print(m, highlight=False))
+    data, ft_cfg, base, run = comparison.finetune_spec(spec, train)
+    run = output or run
+    if is_run_folder(run) and not resume:
+        console.print(f"already trained: {run}")
+    else:
+        FineTuner(cfg.codebook, ft_cfg, base).train(data.docs, run, resume=resume, progress=not quiet,
+                                                     data_file=str(cfg.data), log=console.print)
+    if merge:
+        console.print(f"merged weights: {merge_run(run)}")
 
 
 @app.command()
@@ -104,23 +150,37 @@ def check(
     config: Path = typer.Argument(..., help="Comparison config or codebook (TOML/YAML)."),
 ):
     """Validate a codebook (and the data a config names) without running any model."""
-    from .codebook import Codebook
-    from .compare import CompareConfig, split_data
-    from .data import load_data
+    import tomllib
 
-    text = config.read_text(encoding="utf-8", errors="replace") if config.exists() else ""
-    if config.exists() and "[[systems]]" in text:
+    from .codebook import Codebook
+    from .compare import CompareConfig, Comparison, split_data
+    from .errors import ConfigError
+
+    def say(msg: str) -> None:
+        console.print(msg, markup=False, highlight=False)
+
+    if not config.is_file():
+        raise ConfigError("file not found" if not config.exists() else "expected a file, got a folder", file=config)
+    is_config = False
+    if config.suffix.lower() not in (".yaml", ".yml"):
+        try:
+            raw = tomllib.loads(config.read_text(encoding="utf-8"))
+            is_config = any(key in raw for key in ("systems", "data", "split"))
+        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            pass  # Codebook.load says what is wrong, in one line
+    if is_config:
         cfg = CompareConfig.load(config)
-        dataset = load_data(cfg.data, cfg.codebook, cfg.source.parent, file=cfg.source)
+        dataset = cfg.load_data()
         train, test = split_data(cfg, dataset)
+        Comparison(cfg, progress=False).preflight()  # prediction files and model paths
         cb = cfg.codebook
-        console.print(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
-        console.print(f"data: {len(dataset)} documents ({dataset.dropped_empty} empty dropped), "
-                      f"train {len(train)}, test {len(test)} — ok")
-        console.print(f"systems: {', '.join(s['name'] for s in cfg.systems)}")
+        say(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
+        say(f"data: {len(dataset)} documents ({dataset.dropped_empty} empty dropped), "
+            f"train {len(train)}, test {len(test)} — ok")
+        say(f"systems: {', '.join(s['name'] for s in cfg.systems)} — ok")
     else:
         cb = Codebook.load(config)
-        console.print(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
+        say(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -34,6 +34,9 @@ from .errors import CodebookError
 
 TaskKind = Literal["single", "multi", "dimensions"]
 KINDS: tuple[str, ...] = ("single", "multi", "dimensions")
+TOP_KEYS = ("task", "labels", "dimensions")
+TASK_KEYS = ("name", "kind", "instructions", "text_field", "label_field", "id_field", "max_labels", "scale")
+LABEL_KEYS = ("name", "definition", "aliases")
 
 
 def normalise(text: str) -> str:
@@ -105,9 +108,15 @@ class Codebook:
 
         if not isinstance(data, dict):
             raise fail("a codebook must be a table with [task] and [[labels]]")
+        for key in data:
+            if key not in TOP_KEYS:
+                raise fail(f"unknown key {key!r} (allowed: {', '.join(TOP_KEYS)})", str(key))
         task = data.get("task", {})
         if not isinstance(task, dict):
             raise fail("[task] must be a table", "task")
+        for key in task:
+            if key not in TASK_KEYS:
+                raise fail(f"unknown key {key!r} in [task] (allowed: {', '.join(TASK_KEYS)})", f"task.{key}")
         name = str(task.get("name") or (Path(source).stem if source else "task"))
         kind = task.get("kind", "single")
         if kind not in KINDS:
@@ -118,6 +127,8 @@ class Codebook:
             raise fail("the codebook defines no labels (add [[labels]] entries)", "labels")
         if isinstance(raw_labels, dict):  # {name: definition} shorthand
             raw_labels = [{"name": k, "definition": v} for k, v in raw_labels.items()]
+        if not isinstance(raw_labels, list):
+            raise fail("labels must be a list of [[labels]] tables with name and definition", "labels")
         labels: list[Label] = []
         seen: dict[str, str] = {}
         for i, item in enumerate(raw_labels, start=1):
@@ -126,6 +137,10 @@ class Codebook:
                 raise fail("each label needs a name and a definition, not just a string", where)
             if not isinstance(item, dict):
                 raise fail("each label must be a table with name and definition", where)
+            for key in item:
+                if key not in LABEL_KEYS:
+                    raise fail(f"unknown key {key!r} in a label (allowed: {', '.join(LABEL_KEYS)})",
+                               f"{where}.{key}")
             lname = str(item.get("name", "")).strip()
             if not lname:
                 raise fail("label without a name", f"{where}.name")
@@ -135,22 +150,28 @@ class Codebook:
             aliases = item.get("aliases", [])
             if isinstance(aliases, str):
                 aliases = [aliases]
+            if not isinstance(aliases, list) or not all(isinstance(a, (str, int, float)) for a in aliases):
+                raise fail("aliases must be a list of strings", f"{where}.aliases")
             aliases = tuple(str(a).strip() for a in aliases if str(a).strip())
-            for key in (lname, *aliases):
+            for j, key in enumerate((lname, *aliases)):
                 norm = normalise(key)
+                fld = f"{where}.name" if j == 0 else f"{where}.aliases"
                 if not norm:
-                    raise fail(f"label or alias {key!r} has no letters or digits", where)
+                    raise fail(f"label or alias {key!r} has no letters or digits", fld)
                 if norm in seen:
-                    raise fail(f"duplicate label {key!r} (clashes with {seen[norm]!r})", f"{where}.name")
+                    what = "label" if j == 0 else "alias"
+                    raise fail(f"duplicate {what} {key!r} (clashes with label {seen[norm]!r})", fld)
                 seen[norm] = lname
             labels.append(Label(lname, definition, aliases))
 
         max_labels = task.get("max_labels")
-        scale = list(task.get("scale", []))
+        scale = task.get("scale", [])
+        if not isinstance(scale, list) or not all(isinstance(v, (str, int, float)) for v in scale):
+            raise fail("scale must be a list of values, e.g. scale = ['low', 'medium', 'high']", "task.scale")
         if kind == "multi":
             if max_labels is None:
                 max_labels = len(labels)
-            if not isinstance(max_labels, int) or max_labels < 1:
+            if not isinstance(max_labels, int) or isinstance(max_labels, bool) or max_labels < 1:
                 raise fail("max_labels must be a positive integer", "task.max_labels")
             if max_labels > len(labels):
                 raise fail(f"max_labels ({max_labels}) > number of labels ({len(labels)})", "task.max_labels")
@@ -190,8 +211,7 @@ class Codebook:
             "text_field": self.text_field,
             "label_field": self.label_field,
         }
-        if self.id_field:
-            task["id_field"] = self.id_field
+        task["id_field"] = self.id_field or ""  # "" = no id column (None is not expressible in TOML)
         if self.max_labels is not None:
             task["max_labels"] = self.max_labels
         if self.scale:

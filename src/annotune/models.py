@@ -200,25 +200,22 @@ def default_device() -> str:
 
 
 def load_causal_lm(spec: str | None, *, dtype: str | None = "auto", device: str | None = None):
-    """Load (model, tokenizer, source) ready for inference; the tokenizer pads on the right."""
-    import torch
+    """Load (model, tokenizer, source) ready for inference; a fine-tuned run folder loads its base model
+    plus adapter."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    source = resolve_model(spec)
+    from .finetune import is_run_folder, load_run
+
     device = device or default_device()
+    if spec and is_run_folder(spec):
+        model, tokenizer, _ = load_run(spec, dtype=dtype, device=device)
+        return model, tokenizer, ModelSource(spec, str(Path(spec).resolve()))
+    source = resolve_model(spec)
     path = loadable_path(source)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
-    torch_dtype = parse_dtype(dtype, device)
-    adapter_cfg = Path(path) / "adapter_config.json"
-    if adapter_cfg.exists():  # a LoRA run folder: base model + adapter
-        from peft import AutoPeftModelForCausalLM
-
-        model = AutoPeftModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
-        model = model.merge_and_unload()
-    else:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=torch_dtype)
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype, device))
     model.to(device)
     model.eval()
     return model, tokenizer, source

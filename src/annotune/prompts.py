@@ -26,8 +26,10 @@ _DOC_MARK = "\x00ANNOTUNE_DOC\x00"
 _QUESTION_MARK = "\x00ANNOTUNE_QUESTION\x00"
 
 
-def system_prompt(codebook: Codebook) -> str:
-    """Instructions + label definitions + answer format, the codebook in words."""
+def system_prompt(codebook: Codebook, definitions: bool = True) -> str:
+    """Instructions + label definitions + answer format, the codebook in words. Without
+    ``definitions`` (the short prompt of fine-tuned models, which learn the labels from examples) only
+    the label names are listed."""
     lines = []
     if codebook.instructions:
         lines.append(codebook.instructions)
@@ -36,7 +38,7 @@ def system_prompt(codebook: Codebook) -> str:
     else:
         lines.append("\nCategories:")
     for lab in codebook.labels:
-        lines.append(f"- {lab.name}: {lab.definition}")
+        lines.append(f"- {lab.name}: {lab.definition}" if definitions else f"- {lab.name}")
     lines.append("")
     lines.append(answer_format(codebook))
     return "\n".join(lines).strip()
@@ -151,10 +153,12 @@ class PromptParts:
 class PromptBuilder:
     """Builds chat messages and the `PromptParts` of one task (codebook + few-shot examples)."""
 
-    def __init__(self, codebook: Codebook, examples: list[Doc] | None = None, *, example_chars: int = 1500):
+    def __init__(self, codebook: Codebook, examples: list[Doc] | None = None, *, example_chars: int = 1500,
+                 definitions: bool = True):
         self.codebook = codebook
         self.examples = list(examples or [])
         self.example_chars = example_chars
+        self.definitions = definitions
 
     def user_content(self, text: str, question: str) -> str:
         return f"Text:\n{text}\n\n{question}"
@@ -162,7 +166,7 @@ class PromptBuilder:
     def messages(self, text: str, question: str | None = None) -> list[dict]:
         """The chat for one document, as sent to an OpenAI-compatible API."""
         question = question or main_question(self.codebook)
-        msgs = [{"role": "system", "content": system_prompt(self.codebook)}]
+        msgs = [{"role": "system", "content": system_prompt(self.codebook, self.definitions)}]
         for ex in self.examples:
             msgs.append({"role": "user", "content": self.user_content(_clip(ex.text, self.example_chars),
                                                                        main_question(self.codebook))})

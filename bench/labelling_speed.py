@@ -1,0 +1,336 @@
+#!/usr/bin/env python
+"""Labelling speed of the local backend on BBC News, next to baselines measured in the same run.
+
+    python bench/labelling_speed.py [--docs N] [--out bench/results/labelling_speed.json]
+
+Measures, on the first N test articles of the seeded split of ``examples/bbc-news.toml`` (the embedded
+SmolLM2-135M-Instruct, ``max_text_tokens = 256`` and ``batch_size = 8`` as in that config):
+
+1. roofline: bf16 and fp32 GFLOP/s of a 2048x2048 @ 2048x2048 torch matmul (best of a few reps);
+2. naive fp32 loop: one HF forward per document over the full prompt with logits at every position,
+   argmax over the labels' first tokens;
+3. batched bf16 forward: length-sorted batches of ``batch_size`` left-padded full prompts, logits only at
+   the last position (``logits_to_keep=1``), argmax over the labels' first tokens;
+4. ``LocalBackend.label``: ``generate`` zero-shot, ``constrained`` zero-shot and 3-shot, end to end.
+
+The baselines are timed on pre-tokenised prompts (model time only); ``label()`` is timed end to end
+(tokenisation, prompt assembly, scoring, parsing). Every prompt has the same tokens as the backend's:
+prefix (system prompt [+ examples]) + document cut at ``max_text_tokens`` + question + generation prompt.
+See bench/README.md for the definitions of every number.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
+
+import torch  # noqa: E402
+
+from annotune.backend import LocalBackend, RunStats  # noqa: E402
+from annotune.compare import CompareConfig, split_data  # noqa: E402
+from annotune.data import load_data  # noqa: E402
+from annotune.environment import hardware, library_versions  # noqa: E402
+from annotune.models import load_causal_lm  # noqa: E402
+from annotune.prompts import PromptBuilder, draw_examples, main_question  # noqa: E402
+
+CONFIG = ROOT / "examples" / "bbc-news.toml"
+TARGET_TOKENS_PER_S = 1000.0  # the issue's target for `constrained`, prompt tokens/s end to end
+MAX_TEXT_TOKENS = 256  # as in examples/bbc-news.toml (the backend's own default is 512)
+BATCH_SIZE = 8
+SHOTS = 3
+EXAMPLE_CHARS = 600  # as the 3-shot system of examples/bbc-news.toml
+
+
+class Timer:
+    """Wall-clock and process CPU seconds of a block (CPU/wall < threads means the CPU was shared)."""
+
+    def __enter__(self):
+        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc):
+        self.seconds = time.perf_counter() - self.wall0
+        self.cpu_seconds = time.process_time() - self.cpu0
+
+
+def loadavg() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------- baselines
+def matmul_roofline(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> dict:
+    a = torch.randn(n, n).to(dtype)
+    b = torch.randn(n, n).to(dtype)
+    a @ b  # warm-up (kernel selection, page faults)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return {"dtype": str(dtype).removeprefix("torch."), "n": n, "reps": reps, "best_seconds": best,
+            "gflops": 2 * n**3 / best / 1e9}
+
+
+def prompt_rows(backend: LocalBackend, builder: PromptBuilder, docs) -> tuple[list[list[int]], int]:
+    """The full prompt of each document as the backend tokenises it (pieces joined), and the prefix length."""
+    parts = builder.parts(backend.tokenizer)
+    prefix = backend._ids(parts.prefix)
+    if getattr(backend.tokenizer, "chat_template", None) is None and backend.tokenizer.bos_token_id is not None:
+        prefix = [backend.tokenizer.bos_token_id] + prefix
+    between = backend._ids(parts.between)
+    question = backend._ids(main_question(builder.codebook) + parts.suffix)
+    scratch = RunStats()
+    return [prefix + backend._doc_ids(d.text, scratch) + between + question for d in docs], len(prefix)
+
+
+def label_first_tokens(backend: LocalBackend, codebook) -> list[int]:
+    firsts = [backend._ids(name)[0] for name in codebook.label_names]
+    if len(set(firsts)) != len(firsts):
+        raise RuntimeError(f"labels share a first token: {dict(zip(codebook.label_names, firsts))}")
+    return firsts
+
+
+def naive_loop(model, rows: list[list[int]], firsts: list[int]) -> tuple[dict, list[int]]:
+    """One document at a time, full logits at every position (what a first implementation does)."""
+    first_t = torch.tensor(firsts)
+    preds = []
+    with torch.inference_mode(), Timer() as t:
+        for ids in rows:
+            logits = model(input_ids=torch.tensor([ids])).logits  # [1, L, vocab], every position
+            preds.append(int(logits[0, -1, first_t].argmax()))
+    tokens = sum(map(len, rows))
+    return {"seconds": t.seconds, "cpu_seconds": t.cpu_seconds, "docs": len(rows), "tokens": tokens,
+            "encoded_tokens": tokens}, preds
+
+
+def batched_forward(model, rows: list[list[int]], firsts: list[int], batch_size: int, pad_id: int):
+    """Length-sorted batches, left padding, logits only at the last position."""
+    first_t = torch.tensor(firsts)
+    order = sorted(range(len(rows)), key=lambda i: -len(rows[i]))
+    preds = [0] * len(rows)
+    padded = 0
+    with torch.inference_mode(), Timer() as t:
+        for start in range(0, len(order), batch_size):
+            batch = order[start: start + batch_size]
+            width = max(len(rows[i]) for i in batch)
+            ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for r, i in enumerate(batch):
+                ids[r, width - len(rows[i]):] = torch.tensor(rows[i])
+                mask[r, width - len(rows[i]):] = 1
+            pos = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits = model(input_ids=ids, attention_mask=mask, position_ids=pos, logits_to_keep=1).logits
+            for r, i in enumerate(batch):
+                preds[i] = int(logits[r, -1, first_t].argmax())
+            padded += ids.numel()
+    tokens = sum(map(len, rows))
+    return {"seconds": t.seconds, "cpu_seconds": t.cpu_seconds, "docs": len(rows), "tokens": tokens,
+            "encoded_tokens": tokens, "padded_tokens": padded, "batch_size": batch_size}, preds
+
+
+def run_label(backend: LocalBackend, docs, builder: PromptBuilder, answer: str):
+    with Timer() as t:
+        preds, stats = backend.label(docs, builder, answer, progress=False)
+    encoded = stats.prompt_tokens + stats.generated_tokens  # decoding steps are forwards too
+    return {"seconds": stats.seconds, "wall_seconds": t.seconds, "cpu_seconds": t.cpu_seconds,
+            "docs": stats.docs, "tokens": stats.prompt_tokens_nominal, "encoded_tokens": encoded,
+            "prompt_tokens": stats.prompt_tokens, "generated_tokens": stats.generated_tokens,
+            "truncated_docs": stats.truncated_docs,
+            "valid": sum(p.label is not None for p in preds)}, [p.label for p in preds]
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--docs", type=int, default=48, help="first N test articles of the seeded split (48)")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "labelling_speed.json"))
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--skip-naive", action="store_true", help="skip the slow fp32 per-document loop")
+    args = ap.parse_args(argv)
+
+    torch.set_num_threads(os.cpu_count())
+    started = time.perf_counter()
+    load_before = loadavg()
+    cfg = CompareConfig.load(CONFIG)
+    cb = cfg.codebook
+    dataset = load_data(cfg.data, cb, cfg.source.parent, file=cfg.source)
+    train, test = split_data(cfg, dataset)
+    docs = test.docs[: args.docs]
+    gold = [d.label for d in docs]
+    print(f"{len(docs)} BBC test articles (seed {cfg.seed}, split of {len(dataset)}); "
+          f"{torch.get_num_threads()} torch threads", flush=True)
+
+    roofline = {"bf16": matmul_roofline(torch.bfloat16), "fp32": matmul_roofline(torch.float32)}
+    print(f"roofline: bf16 {roofline['bf16']['gflops']:.0f} GFLOP/s, fp32 {roofline['fp32']['gflops']:.0f} GFLOP/s",
+          flush=True)
+
+    torch.manual_seed(cfg.seed)
+    backend = LocalBackend(args.model, dtype="auto", batch_size=BATCH_SIZE, max_text_tokens=MAX_TEXT_TOKENS)
+    model = backend.model
+    n_params = sum(p.numel() for p in model.parameters())
+    n_embed = model.get_input_embeddings().weight.numel()
+    non_embedding = n_params - n_embed  # lm_head is tied to the embeddings
+    zero = PromptBuilder(cb)
+    examples = draw_examples(train.docs, cb, SHOTS, cfg.seed)
+    few = PromptBuilder(cb, examples, example_chars=EXAMPLE_CHARS)
+    rows, prefix_len = prompt_rows(backend, zero, docs)
+    rows_few, prefix_len_few = prompt_rows(backend, few, docs)
+    firsts = label_first_tokens(backend, cb)
+    names = cb.label_names
+
+    results: dict[str, dict] = {}
+    predictions: dict[str, list] = {}
+
+    # warm-up (oneDNN kernel creation, allocator): two documents per path, not timed
+    with torch.inference_mode():
+        batched_forward(model, rows[:2], firsts, BATCH_SIZE, backend.tokenizer.pad_token_id)
+    backend.label(docs[:2], zero, "constrained", progress=False)
+    backend.label(docs[:2], zero, "generate", progress=False)
+
+    r, p = batched_forward(model, rows, firsts, BATCH_SIZE, backend.tokenizer.pad_token_id)
+    results["batched"] = {"label": f"batched bf16 forward, logits_to_keep=1 (bs {BATCH_SIZE})", "dtype": "bf16",
+                          "kind": "baseline", **r}
+    predictions["batched"] = [names[i] for i in p]
+    print(f"batched bf16 forward: {r['tokens'] / r['seconds']:.0f} tokens/s", flush=True)
+
+    for key, builder, answer, label in (
+        ("constrained_0", zero, "constrained", "constrained, zero-shot"),
+        ("constrained_3", few, "constrained", f"constrained, {SHOTS}-shot"),
+        ("generate_0", zero, "generate", "generate, zero-shot"),
+    ):
+        r, p = run_label(backend, docs, builder, answer)
+        results[key] = {"label": label, "dtype": str(backend.dtype).removeprefix("torch."), "kind": "annotune",
+                        "answer": answer, "shots": len(builder.examples), **r}
+        predictions[key] = p
+        print(f"{label}: {r['tokens'] / r['seconds']:.0f} prompt tokens/s", flush=True)
+
+    if not args.skip_naive:
+        fp32_model, _, _ = load_causal_lm(args.model, dtype="fp32")
+        with torch.inference_mode():
+            fp32_model(input_ids=torch.tensor([rows[0]]))  # warm-up
+        r, p = naive_loop(fp32_model, rows, firsts)
+        results["naive"] = {"label": "naive fp32 loop, full logits", "dtype": "fp32", "kind": "baseline", **r}
+        predictions["naive"] = [names[i] for i in p]
+        del fp32_model
+        print(f"naive fp32 loop: {r['tokens'] / r['seconds']:.0f} tokens/s", flush=True)
+
+    # derived numbers
+    ref = {k: results[k]["tokens"] / results[k]["seconds"] for k in ("naive", "batched") if k in results}
+    ref_docs = {k: results[k]["docs"] / results[k]["seconds"] for k in ref}
+    for key, r in results.items():
+        r["docs_per_s"] = r["docs"] / r["seconds"]
+        r["prompt_tokens_per_s"] = r["tokens"] / r["seconds"]
+        r["encoded_tokens_per_s"] = r["encoded_tokens"] / r["seconds"]
+        r["mean_prompt_tokens"] = r["tokens"] / r["docs"]
+        # share of the machine this process got: < ~0.9 means other processes competed for the cores
+        r["cpu_share"] = r["cpu_seconds"] / (r.get("wall_seconds", r["seconds"]) * torch.get_num_threads())
+        r["gflops"] = 2 * non_embedding * r["encoded_tokens"] / r["seconds"] / 1e9
+        r["roofline_fraction_bf16"] = r["gflops"] / roofline["bf16"]["gflops"]
+        r["roofline_fraction_own_dtype"] = r["gflops"] / roofline[r["dtype"].replace("float32", "fp32").replace(
+            "bfloat16", "bf16")]["gflops"]
+        for base, tps in ref.items():
+            r[f"speedup_tokens_vs_{base}"] = r["prompt_tokens_per_s"] / tps
+            # docs/s is only comparable for the same prompt (zero-shot)
+            same_prompt = r.get("shots", 0) == 0
+            r[f"speedup_docs_vs_{base}"] = r["docs_per_s"] / ref_docs[base] if same_prompt else None
+        if gold:
+            r["accuracy"] = sum(a == b for a, b in zip(predictions[key], gold)) / len(gold)
+    agreement = {}
+    if "naive" in predictions:
+        for key in ("batched", "constrained_0"):
+            agreement[f"naive_vs_{key}"] = sum(a == b for a, b in zip(predictions["naive"], predictions[key])) / len(docs)
+    target_met = results["constrained_0"]["prompt_tokens_per_s"] >= TARGET_TOKENS_PER_S
+
+    out = {
+        "bench": "labelling_speed",
+        "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "machine": hardware(),
+        "libraries": library_versions(),
+        "torch_threads": torch.get_num_threads(),
+        "loadavg_before": load_before,
+        "loadavg_after": loadavg(),
+        "settings": {
+            "config": str(CONFIG.relative_to(ROOT)), "seed": cfg.seed, "docs": len(docs),
+            "test_split": len(test), "model": backend.name, "dtype": str(backend.dtype).removeprefix("torch."),
+            "max_text_tokens": MAX_TEXT_TOKENS, "batch_size": BATCH_SIZE, "shots": SHOTS,
+            "example_chars": EXAMPLE_CHARS, "examples": [d.id for d in examples],
+            "prefix_tokens_zero_shot": prefix_len, "prefix_tokens_few_shot": prefix_len_few,
+            "params": n_params, "non_embedding_params": non_embedding,
+            "flops_per_token": 2 * non_embedding,
+            "label_first_tokens": dict(zip(names, firsts)),
+            "doc_labels": dict(Counter(str(g) for g in gold)),
+            "first_docs_labels": Counter(str(g) for g in gold).most_common(1)[0][0] if gold else None,
+        },
+        "roofline": roofline,
+        "results": results,
+        "agreement": agreement,
+        "target": {"constrained_prompt_tokens_per_s": TARGET_TOKENS_PER_S, "met": target_met},
+        "seconds_total": time.perf_counter() - started,
+    }
+    out_path = Path(args.out)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=2, ensure_ascii=False) + "\n")
+    print_table(out)
+    print(f"\nwritten {out_path} ({out['seconds_total']:.0f} s in all)")
+    return 0
+
+
+def print_table(out: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    s, rl = out["settings"], out["roofline"]
+    table = Table(title=f"Labelling speed — {s['docs']} BBC test articles, {s['model']}, "
+                        f"max_text_tokens={s['max_text_tokens']}, {out['machine'].get('cpu')} "
+                        f"× {out['torch_threads']} threads")
+    cols = ["method", "dtype", "s", "docs/s", "prompt tok/s", "encoded tok/s", "× naive", "× batched",
+            "GFLOP/s", "% bf16 roof", "cpu", "acc"]
+    for c in cols:
+        table.add_column(c, justify="left" if c == "method" else "right")
+
+    def f(x, fmt="{:.0f}"):
+        return "–" if x is None else fmt.format(x)
+
+    for key in ("naive", "batched", "generate_0", "constrained_0", "constrained_3"):
+        r = out["results"].get(key)
+        if r is None:
+            continue
+        table.add_row(r["label"], r["dtype"].replace("bfloat16", "bf16").replace("float32", "fp32"),
+                      f(r["seconds"], "{:.1f}"), f(r["docs_per_s"], "{:.2f}"), f(r["prompt_tokens_per_s"]),
+                      f(r["encoded_tokens_per_s"]), f(r.get("speedup_tokens_vs_naive"), "{:.1f}×"),
+                      f(r.get("speedup_tokens_vs_batched"), "{:.2f}×"), f(r["gflops"]),
+                      f(100 * r["roofline_fraction_bf16"], "{:.0f}%"),
+                      f(100 * r["cpu_share"], "{:.0f}%"), f(r.get("accuracy"), "{:.2f}"))
+    console = Console(width=170)
+    console.print(table)
+    console.print(f"roofline (2048³ matmul): bf16 {rl['bf16']['gflops']:.0f} GFLOP/s, "
+                  f"fp32 {rl['fp32']['gflops']:.0f} GFLOP/s; FLOPs = 2 × {s['non_embedding_params'] / 1e6:.1f}M "
+                  f"non-embedding params × encoded tokens")
+    console.print("× naive / × batched: prompt tokens/s (full prompt length) relative to the baseline; "
+                  f"prefix {s['prefix_tokens_zero_shot']} tokens zero-shot, {s['prefix_tokens_few_shot']} 3-shot")
+    console.print("cpu: process CPU time / (wall × threads), below ~90% the cores were shared with other "
+                  "processes; acc: accuracy on these documents (the first test articles are nearly all "
+                  f"'{s['first_docs_labels']}'), a sanity check, not a quality measure")
+    if out["agreement"]:
+        console.print("agreement of predictions: " + ", ".join(f"{k} {v:.2f}" for k, v in out["agreement"].items()))
+    t = out["target"]
+    c0 = out["results"]["constrained_0"]["prompt_tokens_per_s"]
+    console.print(f"target constrained ≥ {t['constrained_prompt_tokens_per_s']:.0f} prompt tokens/s: "
+                  f"{c0:.0f} → {'met' if t['met'] else 'NOT met'}; load average before/after "
+                  f"{out['loadavg_before']} / {out['loadavg_after']}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
