@@ -120,7 +120,6 @@ def finetune(
     codebook, manifest). Use the folder as `model = "<run folder>"` anywhere a model is expected."""
     _quiet_libraries()
     from .compare import CompareConfig, Comparison, split_data
-    from .data import load_data
     from .finetune import FineTuner, is_run_folder, merge_run
 
     cfg = CompareConfig.load(config)
@@ -130,9 +129,9 @@ def finetune(
         if not specs:
             raise AnnotuneError(f"no 'finetuned' system named {system!r}", file=config, field="systems")
     spec = specs[0] if specs else {"name": "finetune", "type": "finetuned"}
-    dataset = load_data(cfg.data, cfg.codebook, cfg.source.parent, file=cfg.source)
+    dataset = cfg.load_data()
     train, _ = split_data(cfg, dataset)
-    comparison = Comparison(cfg, progress=not quiet, log=lambda m: err_console.print(m, highlight=False))
+    comparison = Comparison(cfg, progress=not quiet, log=log)
     data, ft_cfg, base, run = comparison.finetune_spec(spec, train)
     run = output or run
     if is_run_folder(run) and not resume:

@@ -39,8 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from .backend import Prediction, RunStats
-from .codebook import Codebook
-from .data import Dataset, Doc, load_data
+from .codebook import Codebook, normalise
+from .data import BUILTINS, Dataset, Doc, load_data
 from .environment import hardware, library_versions
 from .errors import AnnotuneError, ConfigError, DataError
 from .evaluation import evaluate
@@ -56,6 +56,7 @@ _SYSTEM_KEYS = {
 }
 _TOP_KEYS = {"name", "seed", "codebook", "data", "split", "model", "systems", "output", "bootstrap", "finetune"}
 _MODEL_KEYS = {"name", "dtype", "batch_size", "max_text_tokens", "max_new_tokens"}
+_DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")  # models.parse_dtype
 _SPLIT_KEYS = {"field", "train", "test", "test_size", "max_train", "max_test"}
 # expected type of every option: (types, description, minimum for numbers)
 _OPTION_TYPES: dict[str, tuple[tuple[type, ...], str, float | None]] = {
@@ -93,6 +94,8 @@ def _check_option(key: str, value: Any, file: Path, where: str) -> None:
         ok = value >= minimum
     if ok and key == "C":
         ok = value > 0
+    if ok and key == "dtype":
+        ok = value in _DTYPES
     if not ok:
         raise ConfigError(f"{key} must be {desc}, not {value!r}", file=file, field=where)
 
@@ -212,11 +215,20 @@ class CompareConfig:
         if out.exists() and not out.is_dir():
             raise ConfigError("the output folder is a file", file=out, field="output")
         return cls(name=name, seed=int(raw.get("seed", 0)), codebook=codebook, data=data, split=split, model=model,
-                   systems=systems, output=out, n_boot=int(raw.get("bootstrap", 1000)), source=path, raw=raw)
+                   systems=systems, output=out, finetune=table("finetune"), n_boot=int(raw.get("bootstrap", 1000)),
+                   source=path, raw=raw)
 
     def data_spec(self) -> dict:
         """The [data] table, with the [split] column passed on to the loader (``split.field``)."""
         spec = dict(self.data)
+        if "field" in self.split and "builtin" in spec:
+            builtin = BUILTINS.get(normalise(str(spec["builtin"])))
+            if builtin == "bbc-news":
+                raise ConfigError("the builtin 'bbc-news' has no train/test column; use test_size = ... instead",
+                                  file=self.source, field="split.field")
+            if builtin == "flourishing" and self.split["field"] != "split":
+                raise ConfigError(f"the builtin 'flourishing' has no column {self.split['field']!r}; its "
+                                  "train/test column is 'split'", file=self.source, field="split.field")
         if "field" in self.split and "builtin" not in spec:
             if spec.get("split_field", self.split["field"]) != self.split["field"]:
                 raise ConfigError(f"split.field {self.split['field']!r} differs from data.split_field "
@@ -393,11 +405,16 @@ class Comparison:
     def _file_predictions(self, spec: dict, test: Dataset) -> tuple[list[Prediction], RunStats]:
         """Labels produced elsewhere (e.g. GPT-4's codings), parsed like any model answer; documents
         without one count as INVALID."""
-        from .data import read_records
         from .parsing import parse_answer
 
         cb = self.cfg.codebook
         answers = self._read_answers(spec)
+        matched = sum(doc.id in answers for doc in test.docs)
+        if answers and not matched:  # surely an id mismatch, not a model that skipped every document
+            example = next(iter(answers))
+            self.log(f"warning: {spec['name']}: none of the {len(answers)} ids in {self._predictions_path(spec)} "
+                     f"is a test document id (file: {example!r}, data: {test.docs[0].id!r}); every document "
+                     "counts as INVALID")
         preds = []
         for doc in test.docs:
             if doc.id not in answers:
@@ -412,13 +429,16 @@ class Comparison:
             stats.extra["cost_usd"] = float(spec["cost_per_1k_docs"]) * len(test) / 1000
         return preds, stats
 
+    def _predictions_path(self, spec: dict) -> Path:
+        path = Path(spec["path"]).expanduser()
+        return path if path.is_absolute() else self.cfg.source.parent / path
+
     def _read_answers(self, spec: dict) -> dict[str, Any]:
         """{document id: raw answer} from a predictions file."""
         from .data import _id_value, read_records
 
         cb = self.cfg.codebook
-        path = Path(spec["path"]).expanduser()
-        path = path if path.is_absolute() else self.cfg.source.parent / path
+        path = self._predictions_path(spec)
         id_field = spec.get("id_field", cb.id_field or "id")
         label_field = spec.get("label_field", cb.label_field)
         records, columns = read_records(path)
@@ -447,7 +467,8 @@ class Comparison:
     def preflight(self) -> dict[str, Any]:
         """Check what every system needs before any of them runs (a typo in the last system's model
         must not surface after an hour of the first); returns, per local system, what identifies its
-        model's weights, so that a model retrained in the same folder is not mistaken for the old one."""
+        model's weights (or the predictions file's content), so that a model retrained in the same folder,
+        or a corrected predictions file, is not mistaken for the old one."""
         from .models import resolve_model
 
         identities: dict[str, Any] = {}
@@ -455,6 +476,7 @@ class Comparison:
             stype = spec.get("type", "prompt")
             if stype == "predictions":
                 self._read_answers(spec)
+                identities[spec["name"]] = hashlib.sha256(self._predictions_path(spec).read_bytes()).hexdigest()
             elif stype == "prompt":
                 try:
                     source = resolve_model(self._model_spec(spec))
@@ -475,7 +497,7 @@ class Comparison:
         (out / "systems").mkdir(parents=True, exist_ok=True)
         gold = [d.label for d in test.docs]
         data_fp = _fingerprint(cfg.codebook.to_dict(), [(d.id, d.text, label_to_json(d.label)) for d in test.docs],
-                               [d.id for d in train.docs], cfg.seed)
+                               [(d.id, d.text, label_to_json(d.label)) for d in train.docs], cfg.seed)
         systems = []
         for spec in cfg.systems:
             merged = effective_spec(cfg, spec)

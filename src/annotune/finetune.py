@@ -61,6 +61,7 @@ class FineTuneConfig:
     seed: int = 0
     dtype: str = "auto"  # bf16 autocast where the CPU/GPU supports it, fp32 otherwise
     qlora: bool = False  # 4-bit base weights through bitsandbytes (CUDA only)
+    gradient_checkpointing: bool = False  # trade compute for memory (large models on small GPUs)
     min_examples: int = 4
     logging_steps: int = 5
 
@@ -178,41 +179,33 @@ class FineTuner:
         return model, tokenizer, source
 
     # ------------------------------------------------------------------ train
-    def train(self, train_docs: list[Doc], output: str | Path, *, resume: bool = False, progress: bool = True,
-              data_file: str | None = None, log=print) -> Path:
-        """Fine-tune and write the run folder; returns its path."""
+    def build_trainer(self, train_docs: list[Doc], output: str | Path, *, progress: bool = True):
+        """The configured `SFTTrainer` (LoRA, completion-only loss) and its bookkeeping, without training."""
+        import datasets
         import torch
+        from datasets import Dataset as HFDataset
         from peft import LoraConfig
         from transformers import set_seed
+        from transformers.trainer_callback import PrinterCallback
         from trl import SFTConfig, SFTTrainer
 
-        from .models import default_device, model_fingerprint, parse_dtype
+        from .models import default_device, parse_dtype
 
         cfg = self.config
-        output = Path(output)
         check_training_data(train_docs, self.codebook, cfg)
-        ckpt_dir = output / "checkpoints"
-        has_ckpt = ckpt_dir.exists() and any(ckpt_dir.glob("checkpoint-*"))
-        if has_ckpt and not resume:
-            raise ConfigError(f"{output} already holds checkpoints of a run; pass --resume to continue it or "
-                              "choose another output folder")
         set_seed(cfg.seed)
         device = default_device()
         dtype = parse_dtype(cfg.dtype, device)
         model, tokenizer, source = self._load_base(device)
         fit_docs, dev_docs = self.split_dev(train_docs)
-        import datasets
-        from datasets import Dataset as HFDataset
-
         if not progress:
             datasets.disable_progress_bars()
-
         train_ds = HFDataset.from_list(self.examples(fit_docs, tokenizer))
         dev_ds = HFDataset.from_list(self.examples(dev_docs, tokenizer)) if dev_docs else None
         steps_per_epoch = math.ceil(len(fit_docs) / (cfg.batch_size * cfg.grad_accum))
         total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
         sft_args = SFTConfig(
-            output_dir=str(ckpt_dir),
+            output_dir=str(Path(output) / "checkpoints"),
             num_train_epochs=cfg.epochs,
             per_device_train_batch_size=cfg.batch_size,
             per_device_eval_batch_size=cfg.batch_size,
@@ -237,37 +230,59 @@ class FineTuner:
             data_seed=cfg.seed,
             disable_tqdm=True,
             dataloader_num_workers=0,
-            save_only_model=False,
+            gradient_checkpointing=cfg.gradient_checkpointing,  # TRL turns it on; it costs ~30 % on a small model
         )
         peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
         progress_cb = _ProgressCallback(total_steps, enabled=progress)
         trainer = SFTTrainer(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
                              processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb.callback])
-        from transformers.trainer_callback import PrinterCallback
-
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
-        started = time.time()
+        info = {"source": source, "device": device, "dtype": dtype, "fit_docs": fit_docs, "dev_docs": dev_docs,
+                "progress": progress_cb, "tokenizer": tokenizer}
+        return trainer, info
+
+    def train(self, train_docs: list[Doc], output: str | Path, *, resume: bool = False, progress: bool = True,
+              data_file: str | None = None, log=print) -> Path:
+        """Fine-tune and write the run folder; returns its path."""
+        import torch
+
+        from .models import model_fingerprint
+
+        cfg = self.config
+        output = Path(output)
+        checkpoints = sorted((output / "checkpoints").glob("checkpoint-*"),
+                             key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+        if checkpoints and not resume:
+            raise ConfigError("this folder already holds checkpoints of a run; pass --resume to continue it or "
+                              "choose another output folder", file=output)
+        trainer, info = self.build_trainer(train_docs, output, progress=progress)
+        progress_cb = info["progress"]
+        resumed_from = int(checkpoints[-1].name.rsplit("-", 1)[1]) if (resume and checkpoints) else None
+        if resumed_from is not None:
+            log(f"resuming from {checkpoints[-1]} (step {resumed_from})")
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
-        result = trainer.train(resume_from_checkpoint=True if (resume and has_ckpt) else None)
+        started = time.time()
+        result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resumed_from is not None else None)
         wall = time.time() - started
         progress_cb.close()
-        eval_metrics = trainer.evaluate() if dev_ds is not None else {}
+        eval_metrics = trainer.evaluate() if info["dev_docs"] else {}
         trainer.model.save_pretrained(output)
-        tokenizer.save_pretrained(output)
+        info["tokenizer"].save_pretrained(output)
         tokens = progress_cb.tokens or None
         manifest = {
             "annotune_run": 1,
-            "kind": "lora",
-            "base_model": model_fingerprint(source),
+            "kind": "qlora" if cfg.qlora else "lora",
+            "base_model": model_fingerprint(info["source"]),
             "codebook": self.codebook.name,
             "task_kind": self.codebook.kind,
-            "data": {"file": data_file, "sha256": data_fingerprint(train_docs), "train": len(fit_docs),
-                     "dev": len(dev_docs), "dev_ids": [d.id for d in dev_docs]},
+            "data": {"file": data_file, "sha256": data_fingerprint(train_docs), "train": len(info["fit_docs"]),
+                     "dev": len(info["dev_docs"]), "dev_ids": [d.id for d in info["dev_docs"]]},
             "seed": cfg.seed,
             "hyperparameters": asdict(cfg),
-            "resolved": {"device": device, "dtype": str(dtype).replace("torch.", ""), "steps": result.global_step},
+            "resolved": {"device": info["device"], "dtype": str(info["dtype"]).replace("torch.", ""),
+                         "steps": result.global_step},
             "training": {
                 "wall_seconds": round(wall, 2),
                 "train_loss": result.training_loss,
@@ -276,7 +291,7 @@ class FineTuner:
                 "tokens_per_s": (tokens / progress_cb.active_seconds) if tokens and progress_cb.active_seconds
                 else None,
                 "peak_memory_gib": _peak_memory_gib(),
-                "resumed": bool(resume and has_ckpt),
+                "resumed_from_step": resumed_from,
             },
             "libraries": library_versions(),
             "hardware": hardware(),

@@ -1,0 +1,191 @@
+"""Fine-tuning: a real (tiny, seconds-long) LoRA run, completion-only masking token by token,
+resume after kill -9, manifest fields, loading a run folder back, bad configs rejected clearly."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from annotune.backend import LocalBackend
+from annotune.data import Doc
+from annotune.errors import ConfigError, DataError
+from annotune.finetune import FineTuneConfig, FineTuner, is_run_folder, load_run, run_prompt_builder
+from annotune.parsing import answer_text
+
+from conftest import make_codebook
+
+TEXTS = {
+    "business": "Shares rose as the company reported profit.",
+    "politics": "The government lost the vote in parliament.",
+    "sport": "The team won the match with a late goal.",
+    "tech": "The new software update improves the browser.",
+}
+
+
+def docs(n_per_label: int = 4) -> list[Doc]:
+    return [Doc(f"{lab}-{i}", f"{text} Item {i}.", lab) for i in range(n_per_label) for lab, text in TEXTS.items()]
+
+
+def small_config(**kw) -> FineTuneConfig:
+    base = dict(epochs=1, batch_size=4, save_steps=2, max_dev=4, logging_steps=1, max_length=256, r=4, alpha=8)
+    base.update(kw)
+    return FineTuneConfig(**base)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_model_dir) -> Path:
+    out = tmp_path_factory.mktemp("run")
+    FineTuner(make_codebook("single"), small_config(), base_model=str(tiny_model_dir)).train(
+        docs(), out, progress=False, data_file="inline", log=lambda m: None)
+    return out
+
+
+def test_run_folder_holds_adapter_tokenizer_codebook_manifest(trained_run, tiny_model_dir):
+    for name in ("adapter_config.json", "adapter_model.safetensors", "tokenizer.json", "codebook.json",
+                 "prompt.json", "manifest.json"):
+        assert (trained_run / name).exists(), name
+    assert is_run_folder(trained_run)
+    m = json.loads((trained_run / "manifest.json").read_text())
+    assert m["base_model"]["spec"] == str(tiny_model_dir)
+    assert len(m["base_model"]["sha256"]) == 64
+    assert len(m["data"]["sha256"]) == 64 and m["data"]["train"] + m["data"]["dev"] == 16
+    assert m["seed"] == 0
+    hp = m["hyperparameters"]
+    assert hp["r"] == 4 and hp["alpha"] == 8 and hp["learning_rate"] == 1e-3
+    assert m["libraries"]["transformers"] and m["libraries"]["peft"] and m["libraries"]["trl"]
+    assert m["hardware"]["cpu_count"] >= 1
+    assert m["training"]["wall_seconds"] > 0
+    assert m["training"]["tokens"] > 0 and m["training"]["tokens_per_s"] > 0
+    assert m["data"]["dev"] == 2 and m["resolved"]["steps"] == 4  # 14 training examples / batch 4, one epoch
+    assert m["training"]["resumed_from_step"] is None
+    assert json.loads((trained_run / "codebook.json").read_text())["task"]["kind"] == "single"
+
+
+def test_loading_a_run_folder_back_needs_only_the_folder(trained_run):
+    cb = make_codebook("single")
+    backend = LocalBackend(str(trained_run), dtype="fp32")
+    builder = run_prompt_builder(trained_run, cb)
+    assert builder.definitions is False  # trained with the short prompt
+    preds, stats = backend.label(docs(1), builder, "constrained", progress=False)
+    assert all(p.label in cb.label_names for p in preds)
+    assert stats.docs == 4
+    model, tokenizer, manifest = load_run(trained_run, dtype="fp32")
+    assert manifest["kind"] == "lora"
+
+
+def test_loss_covers_only_the_answer_tokens(tmp_path, tiny_model_dir):
+    cb = make_codebook("single")
+    tuner = FineTuner(cb, small_config(max_dev=0, dev_size=0), base_model=str(tiny_model_dir))
+    trainer, info = tuner.build_trainer(docs(1), tmp_path, progress=False)
+    tok = info["tokenizer"]
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+    for ids, labels, mask in zip(batch["input_ids"], batch["labels"], batch["attention_mask"]):
+        ids, labels = ids[mask.bool()].tolist(), labels[mask.bool()].tolist()
+        scored = [i for i, lab in enumerate(labels) if lab != -100]
+        # the scored tokens are one contiguous block at the end: the answer and the end-of-turn marker
+        assert scored == list(range(scored[0], len(ids)))
+        assert all(labels[i] == ids[i] for i in scored)
+        answer = tok.decode([ids[i] for i in scored])
+        assert answer.strip().removesuffix("<|im_end|>").strip() in cb.label_names
+        prompt = tok.decode(ids[: scored[0]])
+        assert prompt.endswith("<|im_start|>assistant\n")
+        assert "Text:" in prompt
+
+
+def test_training_examples_use_canonical_answers_and_cut_documents(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    cb = make_codebook("multi")
+    tok = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tuner = FineTuner(cb, small_config(max_text_tokens=5), base_model=str(tiny_model_dir))
+    long_doc = Doc("x", "word " * 100, ("business", "tech"))
+    (example,) = tuner.examples([long_doc], tok)
+    assert example["completion"] == [{"role": "assistant", "content": answer_text(("business", "tech"), cb)}]
+    user = example["prompt"][-1]["content"]
+    assert user.count("word") == 5
+    assert "companies and markets" not in example["prompt"][0]["content"]  # short prompt: no definitions
+
+
+RESUME_SCRIPT = """
+import sys
+sys.path.insert(0, {tests!r})
+from conftest import make_codebook
+from test_finetune import docs, small_config
+from annotune.finetune import FineTuner
+FineTuner(make_codebook("single"), small_config(epochs=12, save_steps=2, max_dev=0, dev_size=0),
+          base_model={base!r}).train(docs(2), {out!r}, resume={resume}, progress=False)
+"""
+
+
+def test_resume_after_kill_loses_at_most_the_steps_since_the_last_checkpoint(tmp_path, tiny_model_dir):
+    out = tmp_path / "run"
+    tests = str(Path(__file__).parent)
+    script = RESUME_SCRIPT.format(tests=tests, base=str(tiny_model_dir), out=str(out), resume=False)
+    env = {**os.environ, "PYTHONPATH": tests}
+    proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, start_new_session=True)
+    ckpts = out / "checkpoints"
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if ckpts.exists() and len(list(ckpts.glob("checkpoint-*"))) >= 2:
+            break
+        time.sleep(0.2)
+    assert proc.poll() is None, "training finished before it could be killed: " + proc.stderr.read().decode()[-500:]
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not (out / "manifest.json").exists()
+    saved = sorted(int(p.name.split("-")[1]) for p in ckpts.glob("checkpoint-*")
+                   if (p / "trainer_state.json").exists())
+    last = saved[-1]
+
+    # without --resume the folder is protected
+    with pytest.raises(ConfigError, match="--resume"):
+        FineTuner(make_codebook("single"), small_config(epochs=12, save_steps=2, max_dev=0, dev_size=0),
+                  base_model=str(tiny_model_dir)).train(docs(2), out, progress=False)
+
+    script = RESUME_SCRIPT.format(tests=tests, base=str(tiny_model_dir), out=str(out), resume=True)
+    done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, timeout=400)
+    assert done.returncode == 0, done.stderr.decode()[-2000:]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["training"]["resumed_from_step"] >= last  # a checkpoint written while being killed may be newer
+    assert manifest["resolved"]["steps"] == 24  # 8 examples / batch 4 × 12 epochs: the full schedule
+
+
+@pytest.mark.parametrize("options, match", [
+    ({"rank": 8}, "unknown fine-tuning option 'rank'"),
+    ({"r": 0}, "r must be"),
+    ({"learning_rate": -1.0}, "learning_rate"),
+    ({"dropout": 1.5}, "dropout"),
+    ({"epochs": 0}, "epochs"),
+])
+def test_bad_fine_tuning_options_are_rejected_clearly(options, match):
+    with pytest.raises(ConfigError, match=match) as err:
+        FineTuneConfig.from_dict(options, file="cfg.toml")
+    assert "cfg.toml" in str(err.value) and "finetune." in str(err.value)
+
+
+def test_too_little_data_or_a_label_without_examples_is_rejected(tiny_model_dir, tmp_path):
+    cb = make_codebook("single")
+    tuner = FineTuner(cb, small_config(), base_model=str(tiny_model_dir))
+    with pytest.raises(DataError, match="only 2 training examples"):
+        tuner.train(docs(4)[:2], tmp_path / "a", progress=False)
+    no_tech = [d for d in docs(4) if d.label != "tech"]
+    with pytest.raises(DataError, match="no training example for label.*tech"):
+        tuner.train(no_tech, tmp_path / "b", progress=False)
+
+
+def test_qlora_without_a_gpu_is_refused(tiny_model_dir, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    tuner = FineTuner(make_codebook("single"), small_config(qlora=True), base_model=str(tiny_model_dir))
+    with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
+        tuner.train(docs(), tmp_path / "q", progress=False)
