@@ -107,7 +107,7 @@ def _reference_option_probs(b: LocalBackend, builder: PromptBuilder, doc: Doc) -
         if b.max_text_tokens is None or len(b._ids(doc.text)) <= b.max_text_tokens:
             # the piecewise token ids are the full prompt string
             assert b.tokenizer.decode(ctx) == parts.full(doc.text, q.text)
-        opts = [b._ids(option + parts.end_of_turn) for option in q.options]
+        opts = b._option_ids(q.options, parts.end_of_turn)
         # one plain causal forward for all options, right-padded (padding comes after what is scored)
         width = len(ctx) + max(map(len, opts))
         ids = torch.full((len(opts), width), b.tokenizer.pad_token_id)
@@ -406,3 +406,13 @@ def test_real_model_constrained_obvious_texts(embedded_model_dir):
     assert [p.label for p in preds16] == [p.label for p in preds]
     for p in preds16:
         assert math.isclose(sum(p.probs.values()), 1.0, abs_tol=1e-4)
+
+
+def test_end_of_turn_is_scored_only_where_an_option_is_a_prefix_of_another(backend):
+    b = backend if not isinstance(backend, tuple) else backend[0]
+    eot = "<|im_end|>"
+    plain = b._option_ids(("business", "sport"), eot)
+    assert plain == [b._ids("business"), b._ids("sport")]
+    assert b._ids("sport news")[:2] == b._ids("sport")  # a token-level prefix
+    ambiguous = b._option_ids(("sport", "sport news"), eot)
+    assert ambiguous == [b._ids("sport" + eot), b._ids("sport news" + eot)]

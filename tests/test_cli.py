@@ -163,6 +163,24 @@ def test_wrongly_typed_config_values(project, extra, systems, field):
     assert_user_error(run_cli("compare", cfg), str(cfg), field)
 
 
+@pytest.mark.parametrize("command", COMMANDS)
+def test_unlabelled_data_cannot_be_compared(project, command):
+    cfg = write_config(project, data='path = "data.csv"\nlabelled = false')
+    assert_user_error(run_cli(command, cfg), "field 'data.labelled'", "must be labelled")
+
+
+def test_interrupt_says_what_was_kept(project, monkeypatch):
+    from annotune import compare
+
+    def interrupted(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(compare.Comparison, "run", interrupted)
+    result = run_cli("compare", "config.toml")
+    assert result.exit_code == 130 and "Traceback" not in result.stderr
+    assert "finished parts are saved; run the same command again to resume" in result.stderr
+
+
 def test_similar_system_names_would_share_a_file(project):
     cfg = write_config(project, systems='[[systems]]\nname = "tf idf"\ntype = "tfidf"\n'
                                         '[[systems]]\nname = "TF-IDF"\ntype = "tfidf"\nC = 1.0\n')

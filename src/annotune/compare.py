@@ -148,6 +148,9 @@ class CompareConfig:
             if key in raw and not ok(raw[key]):
                 raise ConfigError(f"{key} must be {desc}, not {raw[key]!r}", file=path, field=key)
         data, split, model = table("data"), table("split"), table("model")
+        if data.get("labelled", True) is False:
+            raise ConfigError("a comparison scores systems against the gold labels: the data must be labelled",
+                              file=path, field="data.labelled")
         for key, value in split.items():
             if key not in _SPLIT_KEYS:
                 raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_SPLIT_KEYS))})", file=path,
