@@ -27,7 +27,7 @@ import numpy as np
 from .codebook import Codebook
 from .data import Doc
 from .parsing import answer_text, parse_answer
-from .prompts import NONE_VALUE, PromptBuilder, PromptParts, constrained_questions, main_question
+from .prompts import PromptBuilder, PromptParts, constrained_questions, dimension_values, main_question
 
 ANSWER_MODES = ("generate", "constrained")
 
@@ -94,13 +94,13 @@ def decide_constrained(codebook: Codebook, option_probs: list[np.ndarray]) -> tu
         label = tuple(name for i, name in enumerate(codebook.label_names) if i in chosen)
         confidence = float(min(max(p, 1 - p) for p in p_yes))
         return label, confidence, {name: float(v) for name, v in zip(codebook.label_names, p_yes)}
-    values = (NONE_VALUE, *codebook.scale)
+    values = dimension_values(codebook)
     label: dict[str, str] = {}
     probs: dict[str, dict[str, float]] = {}
     confidence = 1.0
     for name, p in zip(codebook.label_names, option_probs):
         best = int(np.argmax(p))
-        if values[best] != NONE_VALUE:
+        if best != 0:  # values[0] is the absent answer
             label[name] = values[best]
         probs[name] = {v: float(x) for v, x in zip(values, p)}
         confidence = min(confidence, float(p[best]))

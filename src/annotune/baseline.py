@@ -15,7 +15,7 @@ from .backend import Prediction, RunStats, decide_constrained
 from .codebook import Codebook
 from .data import Doc
 from .parsing import answer_text
-from .prompts import NONE_VALUE
+from .prompts import absent_value, dimension_values
 
 
 class TfidfBaseline:
@@ -62,7 +62,7 @@ class TfidfBaseline:
                 if cb.kind == "multi":
                     y = ["yes" if name in d.label else "no" for d in train]
                 else:
-                    y = [d.label.get(name, NONE_VALUE) for d in train]
+                    y = [d.label.get(name, absent_value(cb)) for d in train]
                 if len(set(y)) == 1:  # a constant column: predict it with certainty
                     columns.append(([y[0]], np.ones((len(test), 1))))
                     continue
@@ -76,7 +76,7 @@ class TfidfBaseline:
         """Align each target's class probabilities with the constrained answer options and decide
         exactly as the LLM `constrained` mode does."""
         cb = self.codebook
-        values = ("yes", "no") if cb.kind == "multi" else (NONE_VALUE, *cb.scale)
+        values = ("yes", "no") if cb.kind == "multi" else dimension_values(cb)
         option_probs = []
         for classes, p in columns:
             option_probs.append(np.array([p[i][classes.index(v)] if v in classes else 0.0 for v in values]))

@@ -22,6 +22,16 @@ from .data import Doc
 from .parsing import answer_text
 
 NONE_VALUE = "none"
+
+
+def absent_value(codebook: Codebook) -> str:
+    """The answer meaning "dimension not present": "none", or "absent" if "none" is itself on the scale."""
+    return "absent" if codebook.canonical_value(NONE_VALUE) is not None else NONE_VALUE
+
+
+def dimension_values(codebook: Codebook) -> tuple[str, ...]:
+    """The answers to a per-dimension question: absent, then the scale."""
+    return (absent_value(codebook), *codebook.scale)
 _DOC_MARK = "\x00ANNOTUNE_DOC\x00"
 _QUESTION_MARK = "\x00ANNOTUNE_QUESTION\x00"
 
@@ -91,7 +101,7 @@ def constrained_questions(codebook: Codebook) -> list[Question]:
             )
             for lab in codebook.labels
         ]
-    values = (NONE_VALUE, *codebook.scale)
+    values = dimension_values(codebook)
     return [
         Question(
             f'How strongly does the text express "{lab.name}"? '
