@@ -100,9 +100,90 @@ def compare(
     from .compare import CompareConfig, Comparison
 
     cfg = CompareConfig.load(config, output)
+    if not cfg.systems:
+        from .errors import ConfigError
+
+        raise ConfigError("no [[systems]] to compare (this config only has a [curve]: run `annotune curve`)",
+                          file=config, field="systems")
     results = Comparison(cfg, progress=not quiet, fresh=fresh, log=log).run()
     print_results_table(results)
     console.print(f"results: {cfg.output / 'results.json'}  predictions: {cfg.output / 'predictions.csv'}",
+                  markup=False, highlight=False)
+    from .report import write_report
+
+    console.print(f"report: {write_report(cfg.output)['html']}", markup=False, highlight=False)
+
+
+def print_curve_table(curve: dict) -> None:
+    """One table per answer mode (mean over seeds with its interval, per size), then where the fine-tuned
+    model matches each reference."""
+    from .report import PRIMARY_NAMES, _ci, _size_label
+
+    primary = PRIMARY_NAMES.get(curve["primary"], curve["primary"])
+    for answer, block in curve["answers"].items():
+        table = Table(title=escape(f"{curve['name']} — learning curve, fine-tuned, {answer} answers, "
+                                   f"{curve['data']['test']} test documents"))
+        for i, h in enumerate(["Train docs", "Seeds", f"Mean {primary} [95% CI]", "SD", "Per seed", "Valid %",
+                               "Train s"]):
+            table.add_column(escape(h), justify="left" if i == 0 else "right")
+        for r in block["rows"]:
+            table.add_row(escape(_size_label(r["size"], r["n_train"])), str(len(r["seeds"])),
+                          _ci(r["mean"], r.get("ci")), "–" if r.get("sd") is None else f"{r['sd']:.3f}",
+                          ", ".join(f"{v:.3f}" for v in r["values"]), f"{100 * r['valid_rate']:.1f}",
+                          "–" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f}")
+        console.print(table)
+        for m in block["matches"]:
+            bm, bc = m.get("by_mean"), m.get("by_ci")
+            line = f"  vs {m['reference']} ({m['reference_value']:.3f}): "
+            line += (f"mean ≥ reference from {_size_label(bm['size'], bm['n_train'])} documents "
+                     f"({_ci(bm['mean'], bm.get('ci'))})" if bm else "mean never ≥ reference")
+            line += (f"; 95% CI lower bound ≥ reference from {_size_label(bc['size'], bc['n_train'])}" if bc
+                     else "; 95% CI lower bound never ≥ reference")
+            console.print(line, markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def curve(
+    config: Path = typer.Argument(..., help="Comparison config with a [curve] table (sizes, seeds, answer, "
+                                  "references)."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: the config's `output`, "
+                                "else runs/<name>)."),
+    fresh: bool = typer.Option(False, "--fresh", help="Re-evaluate every point and reference instead of reusing "
+                               "finished ones (trained adapters are reused)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+):
+    """Learning curve: fine-tune on seeded stratified subsamples of each size (several seeds per size), score
+    every model on the one test split, and compare with the reference systems.
+
+    Each finished point is saved at once under <output>/curve/points/; a rerun skips finished points.
+    Writes curve/curve.json and the report (report.html, report.md).
+    """
+    _quiet_libraries()
+    from .compare import CompareConfig
+    from .curve import Curve, CurveConfig
+    from .report import write_report
+
+    cfg = CompareConfig.load(config, output)
+    result = Curve(cfg, CurveConfig.from_compare(cfg), progress=not quiet, fresh=fresh, log=log).run()
+    print_curve_table(result)
+    console.print(f"curve: {cfg.output / 'curve' / 'curve.json'}  report: {write_report(cfg.output)['html']}",
+                  markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def report(
+    folder: Path = typer.Argument(..., help="Output folder of `annotune compare` or `annotune curve`."),
+    output: Path = typer.Option(None, "--output", "-o", help="Write the report to this folder instead."),
+):
+    """Write report.html (self-contained: figures embedded, can be mailed) and report.md with figures/ for an
+    output folder: comparison table, confusion matrices, per-class F1, learning curve, cost and throughput,
+    reproducibility manifest and a methods paragraph."""
+    from .report import write_report
+
+    paths = write_report(folder, output)
+    console.print(f"report: {paths['html']}  markdown: {paths['markdown']}  figures: {paths['figures']}",
                   markup=False, highlight=False)
 
 
@@ -180,6 +261,106 @@ def check(
     else:
         cb = Codebook.load(config)
         say(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
+
+
+@app.command()
+@user_errors
+def plan(
+    config: Path = typer.Argument(..., help="Comparison config (TOML) with one or more `api` systems."),
+    output: Path = typer.Option(None, "--output", "-o", help="Output folder (where the response cache is)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the plan as JSON."),
+):
+    """Estimate the tokens and cost of CONFIG's API systems before anything is sent.
+
+    Counts the exact requests a run would send (prompt tokens exactly when a system names a `tokenizer`,
+    else ~4 characters a token), prices them from the price table, shows the batch-API price where the
+    provider has a discount, and how many requests the response cache already holds.
+    """
+    import json
+
+    _quiet_libraries()
+    from .api import plan_config
+    from .compare import CompareConfig
+
+    cfg = CompareConfig.load(config, output)
+    plans = [p.as_dict() for p in plan_config(cfg)]
+    if as_json:
+        console.print_json(json.dumps({"config": str(config), "systems": plans}))
+        return
+    if not plans:
+        console.print("no api systems in this config: nothing would be sent.")
+        return
+
+    def usd(x) -> str:
+        return "–" if x is None else f"${x:.4f}" if x < 1 else f"${x:,.2f}"
+
+    table = Table(title=escape(f"{cfg.name} — plan for API systems (nothing sent)"))
+    for i, h in enumerate(["System", "Model", "Requests", "Cached", "Input tokens", "Output tokens (est.)", "Cost",
+                           "Batch API", "To pay now", "$/1k docs", "Price date"]):
+        table.add_column(h, justify="left" if i < 2 else "right")
+    for p in plans:
+        table.add_row(escape(p["name"]), escape(p["model"]), str(p["requests"]), str(p["cached_requests"]),
+                      f"{p['input_tokens']:,}" + ("" if p["token_counts"] == "exact" else " ~"),
+                      f"{p['output_tokens']:,} ~", usd(p["cost_usd"]), usd(p["cost_usd_batch"]),
+                      usd(p["cost_usd_remaining"]),
+                      "–" if p["cost_per_1k_docs"] is None else f"{p['cost_per_1k_docs']:.4f}",
+                      escape(str((p["price"] or {}).get("date") or "–")))
+    console.print(table)
+    total = [p["cost_usd"] for p in plans]
+    if all(t is not None for t in total):
+        console.print(f"total: {usd(sum(total))}; ~ marks estimates", markup=False, highlight=False)
+    for p in plans:
+        for note in p["notes"]:
+            console.print(f"{p['name']}: {note}", markup=False, highlight=False)
+
+
+@app.command()
+@user_errors
+def serve(
+    model: str = typer.Argument(..., help="Model to serve: smollm2, a HF folder or hub id, a .gguf file, or a "
+                                "fine-tuned run folder."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
+    port: int = typer.Option(8000, "--port", "-p", help="Port (0: any free port)."),
+    name: str = typer.Option(None, "--name", help="Model id clients send (default: the folder or file name)."),
+    token_env: str = typer.Option(None, "--token-env", help="Environment variable holding a bearer token that "
+                                  "clients must send (Authorization: Bearer ...)."),
+    dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
+    faults: str = typer.Option(None, "--faults", help="Test mode: inject failures by request count, e.g. "
+                               "'ok*3,429,500,stall,malformed' (cyclic)."),
+    retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected 429s."),
+    stall_seconds: float = typer.Option(30.0, "--stall-seconds", help="How long an injected stall holds a request."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each request line."),
+):
+    """Serve a local or fine-tuned model through an OpenAI-compatible API (/v1/chat/completions,
+    /v1/models), with logprobs and label-enum constraints, so any OpenAI client can use it."""
+    import ipaddress
+
+    _quiet_libraries()
+    from .errors import ConfigError
+    from .serve import make_server
+
+    token = None
+    if token_env:
+        token = os.environ.get(token_env, "").strip()
+        if not token:
+            raise ConfigError(f"the environment variable {token_env} (--token-env) is not set")
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    if not loopback and not token:
+        log(f"warning: serving on {host} without a bearer token: anyone who can reach this address can use "
+            "the model (use --token-env)")
+    server = make_server(model, name=name, host=host, port=port, token=token, faults=faults,
+                         retry_after=retry_after, stall_seconds=stall_seconds, dtype=dtype, verbose=verbose)
+    console.print(f"serving {server.state.model_name!r} on {server.url}", markup=False, highlight=False)
+    sys.stdout.flush()
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        log("stopped.")
+    finally:
+        server.stop()
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -44,8 +44,9 @@ from .data import BUILTINS, Dataset, Doc, load_data
 from .environment import hardware, library_versions
 from .errors import AnnotuneError, ConfigError, DataError
 from .evaluation import evaluate
+from .api import API_SYSTEM_KEYS, check_api_spec
 
-SYSTEM_TYPES = ("prompt", "finetuned", "tfidf", "predictions")
+SYSTEM_TYPES = ("prompt", "finetuned", "tfidf", "predictions", "api")
 _SYSTEM_KEYS = {
     "prompt": {"name", "type", "model", "shots", "answer", "dtype", "batch_size", "max_text_tokens",
                "max_new_tokens", "example_chars"},
@@ -53,8 +54,10 @@ _SYSTEM_KEYS = {
                   "train_size", "run", "finetune"},
     "tfidf": {"name", "type", "C"},
     "predictions": {"name", "type", "path", "id_field", "label_field", "cost_per_1k_docs"},
+    "api": API_SYSTEM_KEYS,  # an OpenAI-compatible endpoint (api.py)
 }
-_TOP_KEYS = {"name", "seed", "codebook", "data", "split", "model", "systems", "output", "bootstrap", "finetune"}
+_TOP_KEYS = {"name", "seed", "codebook", "data", "split", "model", "systems", "output", "bootstrap", "finetune",
+             "curve"}  # [curve]: `annotune curve` (curve.py)
 _MODEL_KEYS = {"name", "dtype", "batch_size", "max_text_tokens", "max_new_tokens"}
 _DTYPES = ("auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32")  # models.parse_dtype
 _SPLIT_KEYS = {"field", "train", "test", "test_size", "max_train", "max_test"}
@@ -173,7 +176,7 @@ class CompareConfig:
         else:
             raise ConfigError("missing codebook: a path or an inline [codebook] table", file=path, field="codebook")
         systems = raw.get("systems") or []
-        if not systems:
+        if not systems and "curve" not in raw:  # a learning curve needs no reference systems
             raise ConfigError("no [[systems]] to compare", file=path, field="systems")
         if not isinstance(systems, list):
             raise ConfigError("systems must be a list of [[systems]] tables", file=path, field="systems")
@@ -195,6 +198,8 @@ class CompareConfig:
                 raise ConfigError("every system needs a name", file=path, field=f"{where}.name")
             for key, value in spec.items():
                 _check_option(key, value, path, f"{where}.{key}")
+            if stype == "api":
+                check_api_spec(spec, path, where)
             if spec["name"] in names:
                 raise ConfigError(f"duplicate system name {spec['name']!r}", file=path, field=f"{where}.name")
             names.add(spec["name"])
@@ -350,6 +355,10 @@ class Comparison:
             return self._file_predictions(spec, test)
         if stype == "finetuned":
             return self._finetuned(spec, train, test)
+        if stype == "api":
+            from .api import run_api_system
+
+            return run_api_system(self.cfg, spec, train, test, progress=self.progress, log=self.log)
         from .prompts import PromptBuilder, draw_examples
 
         backend = self._local_backend(spec)
@@ -480,6 +489,10 @@ class Comparison:
             if stype == "predictions":
                 self._read_answers(spec)
                 identities[spec["name"]] = hashlib.sha256(self._predictions_path(spec).read_bytes()).hexdigest()
+            elif stype == "api":
+                from .api import api_identity
+
+                identities[spec["name"]] = api_identity(self.cfg, spec, i)
             elif stype == "prompt":
                 try:
                     source = resolve_model(self._model_spec(spec))
@@ -581,6 +594,15 @@ def _ci(m: dict, key: str) -> str:
     return f"{base} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and ci[0] is not None else base
 
 
+def cost_per_1k_docs(stats: dict) -> float | None:
+    """USD per 1,000 documents of a system (API and predictions systems with a price), else None."""
+    if stats.get("cost_per_1k_docs") is not None:
+        return float(stats["cost_per_1k_docs"])
+    if stats.get("cost_usd") is not None and stats.get("docs"):
+        return float(stats["cost_usd"]) * 1000 / stats["docs"]
+    return None
+
+
 def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table for the task kind in ``results``."""
     kind = results["task"]["task"]["kind"]
@@ -592,11 +614,17 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     else:
         header = ["System", "Valid %", "Presence µF1", "Intensity µF1 [95% CI]", "accD", "Jaccard", "docs/s",
                   "seconds"]
+    costs = any(cost_per_1k_docs(s["stats"]) is not None for s in results["systems"])
+    if costs:  # API systems: money next to the local systems' compute time
+        header = [*header, "$/1k docs"]
     rows = []
     for s in results["systems"]:
         m, st = s["metrics"], s["stats"]
         speed = [f"{st['docs_per_s']:.1f}" if st.get("docs_per_s") else "–",
                  f"{st['seconds']:.1f}" if st.get("seconds") else "–"]
+        if costs:
+            usd = cost_per_1k_docs(st)
+            speed.append("–" if usd is None else f"{usd:.4f}" if usd < 0.1 else f"{usd:.2f}")
         if kind == "single":
             rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["accuracy_valid"]), _fmt(m["accuracy"]),
                          _ci(m, "macro_f1"), _fmt(m.get("kappa")), *speed])

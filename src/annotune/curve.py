@@ -1,0 +1,505 @@
+"""`annotune curve`: how much labelled data does fine-tuning need?
+
+A ``[curve]`` table in a comparison config asks for a learning curve::
+
+    [curve]
+    sizes = [25, 50, 100, 200, "all"]   # training documents; "all": the whole training split
+    seeds = [1, 2]                      # one fine-tuning run per (size, seed)
+    answer = "generate"                 # or "constrained", or ["generate", "constrained"]
+    references = ["smollm2 zero-shot generate", "GPT-4"]   # [[systems]] drawn as horizontal lines
+    # model = "smollm2"                 # base model (default: [model] name)
+    # keep_checkpoints = false          # delete a point's training checkpoints once it is recorded
+
+For every (size, seed) point the seed draws a seeded stratified subsample of the training split and seeds
+the fine-tuning; the model is trained with the config's ``[finetune]`` hyper-parameters (the same ones
+``finetuned`` systems use) and evaluated on the one fixed test split. Training and evaluation are the
+`Comparison` machinery of fine-tuned systems (run folders named by a fingerprint of model, data and
+hyper-parameters, resumed from their checkpoints). The reference systems run once, as `compare` runs
+them, into the same output folder.
+
+Each point is written to ``<output>/curve/points/<size>-<seed>.json`` as soon as it is finished (atomic
+rename), with a fingerprint of everything that determines it: a crash or Ctrl-C loses only the point in
+progress, and a rerun skips every finished point whose fingerprint is unchanged.
+
+Aggregates (``<output>/curve/curve.json``), per answer mode and size, for the task's primary metric
+(macro-F1, micro-F1 or intensity micro-F1):
+
+- ``mean``, ``sd``, ``min``, ``max`` over the seeds, and every seed's value with the point's own
+  bootstrap interval;
+- ``ci``: 95 % percentile bootstrap interval of the seed-mean over test documents: each resample of the
+  test documents (the same resamples as `evaluate`'s intervals) scores every seed's predictions and
+  averages them. It is the uncertainty due to the finite test set; the spread over seeds is ``sd``;
+- ``seed_ci``: 95 % t-interval of the mean over seeds (with 2 seeds it is wide: t = 12.7);
+- per reference: the difference seed-mean − reference with a *paired* bootstrap interval (the same
+  resampled documents for both).
+
+"Matches a reference" is reported two ways, both the *smallest* size that satisfies it:
+
+- ``by_mean``: the mean over seeds is ≥ the reference's value;
+- ``by_ci``: the lower bound of ``ci`` is ≥ the reference's value (the fine-tuned model is at least as
+  good with 95 % confidence over test documents).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .codebook import Codebook
+from .compare import (
+    CompareConfig,
+    Comparison,
+    _fingerprint,
+    _model_identity,
+    _slug,
+    label_from_json,
+    label_to_json,
+    split_data,
+)
+from .environment import hardware, library_versions
+from .errors import ConfigError, DataError
+from .evaluation import evaluate
+
+ANSWERS = ("generate", "constrained")
+_CURVE_KEYS = {"sizes", "seeds", "answer", "references", "model", "keep_checkpoints"}
+CURVE_DIR = "curve"
+PRIMARY = {"single": "macro_f1", "multi": "micro_f1", "dimensions": "intensity_micro_f1"}  # = evaluate()'s
+
+
+# ---------------------------------------------------------------------------- config
+@dataclass
+class CurveConfig:
+    sizes: list[int | str] = field(default_factory=lambda: [25, 50, 100, 200])
+    seeds: list[int] = field(default_factory=lambda: [1, 2])
+    answers: list[str] = field(default_factory=lambda: ["generate"])
+    references: list[str] | None = None  # None: every [[systems]] entry
+    model: str | None = None  # base model; None: the config's [model] name
+    keep_checkpoints: bool = False
+
+    @classmethod
+    def from_dict(cls, raw: dict, *, file: Path | str | None = None, systems: list[dict] = ()) -> "CurveConfig":
+        where = "curve"
+        if not isinstance(raw, dict):
+            raise ConfigError(f"curve must be a table ([curve]), not {raw!r}", file=file, field=where)
+        for key in raw:
+            if key not in _CURVE_KEYS:
+                raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_CURVE_KEYS))})", file=file,
+                                  field=f"{where}.{key}")
+        out = cls()
+        if "sizes" in raw:
+            sizes = raw["sizes"]
+            ok = isinstance(sizes, list) and sizes and all(
+                (isinstance(s, int) and not isinstance(s, bool) and s >= 1) or s == "all" for s in sizes)
+            if not ok:
+                raise ConfigError(f'sizes must be a non-empty list of integers >= 1 or "all", not {sizes!r}',
+                                  file=file, field=f"{where}.sizes")
+            if len(set(map(str, sizes))) != len(sizes):
+                raise ConfigError(f"sizes must not repeat: {sizes!r}", file=file, field=f"{where}.sizes")
+            out.sizes = list(sizes)
+        if "seeds" in raw:
+            seeds = raw["seeds"]
+            ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
+                                                           for s in seeds)
+            if not ok:
+                raise ConfigError(f"seeds must be a non-empty list of integers, not {seeds!r}", file=file,
+                                  field=f"{where}.seeds")
+            if len(set(seeds)) != len(seeds):
+                raise ConfigError(f"seeds must not repeat: {seeds!r}", file=file, field=f"{where}.seeds")
+            out.seeds = list(seeds)
+        if "answer" in raw:
+            answers = [raw["answer"]] if isinstance(raw["answer"], str) else raw["answer"]
+            if not isinstance(answers, list) or not answers or any(a not in ANSWERS for a in answers):
+                raise ConfigError(f"answer must be 'generate', 'constrained' or a list of both, not {raw['answer']!r}",
+                                  file=file, field=f"{where}.answer")
+            out.answers = list(dict.fromkeys(answers))
+        names = [s.get("name") for s in systems]
+        if "references" in raw:
+            refs = raw["references"]
+            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
+                raise ConfigError(f"references must be a list of system names, not {refs!r}", file=file,
+                                  field=f"{where}.references")
+            for r in refs:
+                if r not in names:
+                    raise ConfigError(f"reference {r!r} is not a [[systems]] name (systems: "
+                                      f"{', '.join(map(repr, names)) or 'none'})", file=file,
+                                      field=f"{where}.references")
+            out.references = list(dict.fromkeys(refs))
+        if "model" in raw:
+            if not isinstance(raw["model"], str) or not raw["model"].strip():
+                raise ConfigError(f"model must be a model name, folder or hub id, not {raw['model']!r}", file=file,
+                                  field=f"{where}.model")
+            out.model = raw["model"]
+        if "keep_checkpoints" in raw:
+            if not isinstance(raw["keep_checkpoints"], bool):
+                raise ConfigError("keep_checkpoints must be true or false", file=file,
+                                  field=f"{where}.keep_checkpoints")
+            out.keep_checkpoints = raw["keep_checkpoints"]
+        return out
+
+    @classmethod
+    def from_compare(cls, cfg: CompareConfig) -> "CurveConfig":
+        if "curve" not in cfg.raw:
+            raise ConfigError("no [curve] table: add one with sizes = [...] and seeds = [...] (see the README)",
+                              file=cfg.source, field="curve")
+        return cls.from_dict(cfg.raw["curve"], file=cfg.source, systems=cfg.systems)
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def size_key(size: int | str) -> str:
+    return str(size)
+
+
+# ---------------------------------------------------------------------------- primary metric from counts
+def primary_counts(codebook: Codebook, gold: list, pred: list) -> np.ndarray:
+    """Per-document (tp, fp, fn) counts, shape (documents, groups, 3), from which the task's primary metric
+    is the mean over groups of F1 = 2tp / (2tp + fp + fn) of the summed counts: one group per label for
+    macro-F1 (single), one group for micro-F1 (multi) and intensity micro-F1 (dimensions). INVALID (None)
+    predicts nothing, as in `evaluate`."""
+    n = len(gold)
+    kind = codebook.kind
+    if kind == "single":
+        labels = codebook.label_names
+        index = {lab: i for i, lab in enumerate(labels)}
+        out = np.zeros((n, len(labels), 3))
+        for i, (g, p) in enumerate(zip(gold, pred)):
+            gi = index[g]
+            if p is None:
+                out[i, gi, 2] = 1
+            elif p == g:
+                out[i, gi, 0] = 1
+            else:
+                out[i, index[p], 1] = 1
+                out[i, gi, 2] = 1
+        return out
+    out = np.zeros((n, 1, 3))
+    for i, (g, p) in enumerate(zip(gold, pred)):
+        if kind == "multi":
+            gs, ps = set(g), set(p or ())
+            tp = len(gs & ps)
+            out[i, 0] = (tp, len(ps) - tp, len(gs) - tp)
+        else:  # dimensions: a (dimension, value) pair predicted exactly is a true positive
+            p = p or {}
+            tp = sum(1 for d, v in p.items() if g.get(d) == v)
+            out[i, 0] = (tp, len(p) - tp, len(g) - tp)
+    return out
+
+
+def f1_from_counts(counts: np.ndarray) -> np.ndarray:
+    """Mean over groups of F1 from summed counts of shape (..., groups, 3); 0 where undefined."""
+    tp, fp, fn = counts[..., 0], counts[..., 1], counts[..., 2]
+    den = 2 * tp + fp + fn
+    f1 = np.divide(2 * tp, den, out=np.zeros_like(den, dtype=float), where=den > 0)
+    return f1.mean(axis=-1)
+
+
+def resample_weights(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """(n_boot, n) multiplicities of the documents in each bootstrap resample: the resamples
+    `evaluation.bootstrap_ci` draws with the same seed."""
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    flat = (idx + n * np.arange(n_boot)[:, None]).ravel()
+    return np.bincount(flat, minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def resampled_metric(weights: np.ndarray, counts: np.ndarray) -> np.ndarray:
+    """The primary metric on every resample: shape (n_boot,)."""
+    n, groups, _ = counts.shape
+    summed = (weights @ counts.reshape(n, groups * 3)).reshape(-1, groups, 3)
+    return f1_from_counts(summed)
+
+
+def _interval(stats: np.ndarray, ci: float = 0.95) -> list[float] | None:
+    stats = stats[~np.isnan(stats)]
+    if stats.size == 0:
+        return None
+    alpha = (1 - ci) / 2
+    lo, hi = np.percentile(stats, [100 * alpha, 100 * (1 - alpha)])
+    return [float(lo), float(hi)]
+
+
+def seed_interval(values: list[float], ci: float = 0.95) -> list[float] | None:
+    """t-interval of the mean over seeds (None with fewer than 2 seeds), clipped to [0, 1]."""
+    if len(values) < 2:
+        return None
+    from scipy import stats
+
+    mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+    half = float(stats.t.ppf(0.5 + ci / 2, len(values) - 1)) * sd / math.sqrt(len(values))
+    return [max(0.0, mean - half), min(1.0, mean + half)]
+
+
+def aggregate(codebook: Codebook, gold: list, points: list[dict], references: dict[str, list], *,
+              answers: list[str], n_boot: int, seed: int, ref_metrics: dict[str, dict] | None = None) -> dict:
+    """Per answer mode: one row per size (mean, spread and intervals over seeds, differences to the
+    references) and the smallest sizes that match each reference. ``points`` carry their predictions
+    (``answers[answer]["labels"]``); ``references`` maps a reference name to its predicted labels."""
+    n = len(gold)
+    weights = resample_weights(n, n_boot, seed) if n_boot else None
+    ref_counts = {name: primary_counts(codebook, gold, labels) for name, labels in references.items()}
+    ref_value = {name: float(f1_from_counts(c.sum(0))) for name, c in ref_counts.items()}
+    ref_boot = {name: resampled_metric(weights, c) for name, c in ref_counts.items()} if weights is not None else {}
+    ref_ci = {}
+    for name in ref_counts:  # the interval `compare` reported (the same resamples), else computed here
+        stored = (ref_metrics or {}).get(name)
+        ref_ci[name] = (stored.get(f"{stored['primary']}_ci") if stored else None) or (
+            _interval(ref_boot[name]) if name in ref_boot else None)
+    out: dict[str, Any] = {"references": [{"name": name, "value": ref_value[name], "ci": ref_ci[name]}
+                                          for name in ref_counts], "answers": {}}
+    for answer in answers:
+        by_size: dict[str, list[dict]] = {}
+        for p in points:
+            if answer in p["answers"]:
+                by_size.setdefault(size_key(p["size"]), []).append(p)
+        rows = []
+        for key, pts in by_size.items():
+            pts = sorted(pts, key=lambda p: p["seed"])
+            counts = [primary_counts(codebook, gold, p["answers"][answer]["labels"]) for p in pts]
+            values = [float(f1_from_counts(c.sum(0))) for c in counts]
+            row: dict[str, Any] = {
+                "size": pts[0]["size"],
+                "n_train": int(round(float(np.mean([p["n_train"] for p in pts])))),
+                "seeds": [p["seed"] for p in pts],
+                "values": values,
+                "value_cis": [p["answers"][answer]["metrics"].get(f"{p['answers'][answer]['metrics']['primary']}_ci")
+                              for p in pts],
+                "mean": float(np.mean(values)),
+                "sd": float(np.std(values, ddof=1)) if len(values) > 1 else None,
+                "min": float(min(values)),
+                "max": float(max(values)),
+                "seed_ci": seed_interval(values),
+                "valid_rate": float(np.mean([p["answers"][answer]["metrics"]["valid_rate"] for p in pts])),
+                "accuracy": float(np.mean([p["answers"][answer]["metrics"]["accuracy"] for p in pts])),
+                "train_seconds": _mean([p["training"].get("wall_seconds") for p in pts]),
+                "train_tokens": _mean([p["training"].get("tokens") for p in pts]),
+                "train_tokens_per_s": _mean([p["training"].get("tokens_per_s") for p in pts]),
+                "eval_seconds": _mean([p["answers"][answer]["stats"].get("seconds") for p in pts]),
+                "eval_docs_per_s": _mean([p["answers"][answer]["stats"].get("docs_per_s") for p in pts]),
+                "ci": None,
+                "vs_references": {},
+            }
+            boot = np.mean([resampled_metric(weights, c) for c in counts], axis=0) if weights is not None else None
+            if boot is not None:
+                row["ci"] = _interval(boot)
+            for name in ref_counts:
+                diff = {"difference": row["mean"] - ref_value[name], "ci": None}
+                if boot is not None:
+                    diff["ci"] = _interval(boot - ref_boot[name])
+                row["vs_references"][name] = diff
+            rows.append(row)
+        rows.sort(key=lambda r: (r["n_train"], r["size"] == "all"))
+        matches = []
+        for name in ref_counts:
+            match = {"reference": name, "reference_value": ref_value[name], "reference_ci": ref_ci[name],
+                     "by_mean": None, "by_ci": None}
+            for rule, ok in (("by_mean", lambda r: r["mean"] >= ref_value[name]),
+                             ("by_ci", lambda r: r["ci"] is not None and r["ci"][0] >= ref_value[name])):
+                hit = next((r for r in rows if ok(r)), None)
+                if hit is not None:
+                    match[rule] = {"size": hit["size"], "n_train": hit["n_train"], "mean": hit["mean"],
+                                   "ci": hit["ci"], "difference": hit["vs_references"][name]["difference"],
+                                   "difference_ci": hit["vs_references"][name]["ci"]}
+            matches.append(match)
+        out["answers"][answer] = {"rows": rows, "matches": matches}
+    return out
+
+
+def _mean(values: list) -> float | None:
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+# ---------------------------------------------------------------------------- running
+def _write_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)
+
+
+class Curve:
+    """Runs the reference systems and every (size, seed) point of a learning curve; writes
+    ``curve/points/*.json`` as points finish and ``curve/curve.json`` at the end."""
+
+    def __init__(self, cfg: CompareConfig, curve: CurveConfig | None = None, *, progress: bool = True,
+                 fresh: bool = False, log=print):
+        self.cfg = cfg
+        self.curve = curve or CurveConfig.from_compare(cfg)
+        self.progress = progress
+        self.fresh = fresh
+        self.log = log
+
+    @property
+    def folder(self) -> Path:
+        return self.cfg.output / CURVE_DIR
+
+    def reference_specs(self) -> list[dict]:
+        names = self.curve.references
+        return [s for s in self.cfg.systems if names is None or s["name"] in names]
+
+    def base_model(self) -> str:
+        return self.curve.model or self.cfg.model.get("name", "smollm2")
+
+    def point_spec(self, size: int | str, seed: int, answer: str) -> dict:
+        """The fine-tuned system a point is: the config's [finetune] with the point's seed, the point's
+        subsample, and the [model] settings that apply to inference."""
+        spec: dict[str, Any] = {"name": f"curve {size}/{seed} {answer}", "type": "finetuned",
+                                "model": self.base_model(), "answer": answer, "finetune": {"seed": seed}}
+        if size != "all":
+            spec["train_size"] = int(size)
+        for key in ("dtype", "batch_size", "max_new_tokens"):
+            if key in self.cfg.model:
+                spec[key] = self.cfg.model[key]
+        return spec
+
+    def check_sizes(self) -> None:
+        """Refuse, before any work, sizes too small to fine-tune on (every label needs an example)."""
+        from .finetune import FineTuneConfig
+
+        cfg = self.cfg
+        ft = FineTuneConfig.from_dict({**cfg.finetune, "seed": 0}, file=cfg.source, where="finetune")
+        smallest = max(ft.min_examples, len(cfg.codebook.labels) if cfg.codebook.kind == "single" else 1)
+        for size in self.curve.sizes:
+            if size != "all" and size < smallest:
+                raise ConfigError(f"size {size} is too small: fine-tuning needs at least {smallest} documents "
+                                  f"({'one per label, ' if cfg.codebook.kind == 'single' else ''}"
+                                  f"and min_examples = {ft.min_examples})", file=cfg.source, field="curve.sizes")
+
+    def run(self) -> dict:
+        from .models import resolve_model
+
+        cfg, curve = self.cfg, self.curve
+        started = time.time()
+        try:
+            base_identity = _model_identity(resolve_model(self.base_model()))
+        except Exception as exc:  # noqa: BLE001 - a clear config error, before any work
+            raise ConfigError(getattr(exc, "message", str(exc)), file=cfg.source, field="curve.model") from None
+        self.check_sizes()
+        refs = self.reference_specs()
+        self.log(f"curve: {len(refs)} reference system(s), then {len(curve.sizes)} sizes × {len(curve.seeds)} "
+                 f"seeds of LoRA on {self.base_model()}")
+        ref_cfg = dataclasses.replace(cfg, systems=refs)
+        results = Comparison(ref_cfg, progress=self.progress, fresh=self.fresh, log=self.log).run()
+
+        dataset = cfg.load_data()
+        train, test = split_data(cfg, dataset)
+        gold = [d.label for d in test.docs]
+        data_fp = _fingerprint(cfg.codebook.to_dict(), [(d.id, d.text, label_to_json(d.label)) for d in test.docs],
+                               [(d.id, d.text, label_to_json(d.label)) for d in train.docs], cfg.seed)
+        points_dir = self.folder / "points"
+        points_dir.mkdir(parents=True, exist_ok=True)
+        for size in curve.sizes:
+            if size != "all" and size >= len(train):
+                self.log(f"curve: size {size} ≥ the training split ({len(train)} documents): it uses all of them")
+        points = []
+        todo = [(size, seed) for size in curve.sizes for seed in curve.seeds]
+        for i, (size, seed) in enumerate(todo, start=1):
+            store = points_dir / f"{_slug(size_key(size))}-{seed}.json"
+            specs = {a: self.point_spec(size, seed, a) for a in curve.answers}
+            fp = _fingerprint(data_fp, specs, cfg.finetune, base_identity, cfg.n_boot)
+            if not self.fresh and store.exists():
+                try:
+                    saved = json.loads(store.read_text(encoding="utf-8"))
+                except (json.JSONDecodeError, UnicodeDecodeError):
+                    saved = {}
+                if saved.get("fingerprint") == fp:
+                    self.log(f"curve point {i}/{len(todo)} (size {size}, seed {seed}): reusing {store}")
+                    points.append(saved)
+                    continue
+            self.log(f"curve point {i}/{len(todo)}: size {size}, seed {seed} …")
+            record = self.run_point(size, seed, specs, train, test, gold)
+            record["fingerprint"] = fp
+            _write_atomic(store, record)
+            if not curve.keep_checkpoints:
+                shutil.rmtree(Path(record["run"]) / "checkpoints", ignore_errors=True)
+            summary = ", ".join(f"{a} {r['metrics']['primary']} {r['metrics'][r['metrics']['primary']]:.3f}"
+                                for a, r in record["answers"].items())
+            self.log(f"curve point {i}/{len(todo)}: size {size}, seed {seed}: {summary} "
+                     f"(trained in {record['training'].get('wall_seconds') or 0:.0f} s)")
+            points.append(record)
+
+        ref_labels, ref_metrics = {}, {}
+        for spec in refs:
+            stored = json.loads((cfg.output / "systems" / f"{_slug(spec['name'])}.json").read_text(encoding="utf-8"))
+            ref_labels[spec["name"]] = [label_from_json(p["label"], cfg.codebook) for p in stored["predictions"]]
+            ref_metrics[spec["name"]] = stored["metrics"]
+        for p in points:
+            for a in p["answers"].values():
+                a["labels"] = [label_from_json(x["label"], cfg.codebook) for x in a["predictions"]]
+        agg = aggregate(cfg.codebook, gold, points, ref_labels, answers=curve.answers, n_boot=cfg.n_boot,
+                        seed=cfg.seed, ref_metrics=ref_metrics)
+        primary = PRIMARY[cfg.codebook.kind]
+        out = {
+            "name": cfg.name,
+            "config": str(cfg.source),
+            "curve": curve.as_dict(),
+            "base_model": self.base_model(),
+            "finetune": dict(cfg.finetune),
+            "primary": primary,
+            "seed": cfg.seed,
+            "n_boot": cfg.n_boot,
+            "data": {"train_pool": len(train), "test": len(test),
+                     "test_ids_sha256": results["data"]["test_ids_sha256"]},
+            "references": agg["references"],
+            "answers": agg["answers"],
+            "points": [{k: v for k, v in p.items() if k != "answers"} | {
+                "answers": {a: {"metrics": r["metrics"], "stats": r["stats"]} for a, r in p["answers"].items()}}
+                for p in points],
+            "environment": {"libraries": library_versions(), "hardware": hardware()},
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "seconds": round(time.time() - started, 2),
+            "train_seconds_total": round(sum(p["training"].get("wall_seconds") or 0 for p in points), 2),
+        }
+        _write_atomic(self.folder / "curve.json", out)
+        return out
+
+    def run_point(self, size: int | str, seed: int, specs: dict[str, dict], train, test, gold: list) -> dict:
+        cfg = self.cfg
+        comparison = Comparison(dataclasses.replace(cfg, seed=seed), progress=self.progress, log=self.log)
+        record: dict[str, Any] = {"size": size, "seed": seed, "answers": {}}
+        for answer, spec in specs.items():
+            data, _, _, run = comparison.finetune_spec(spec, train)
+            preds, stats = comparison._finetuned(spec, train, test)
+            metrics = evaluate(cfg.codebook, gold, [p.label for p in preds], n_boot=cfg.n_boot, seed=cfg.seed)
+            record["answers"][answer] = {
+                "metrics": metrics,
+                "stats": stats.as_dict(),
+                "predictions": [{"id": p.id, "raw": p.raw, "label": label_to_json(p.label), "error": p.error}
+                                for p in preds],
+            }
+            record["n_train"] = len(data)
+            record["train_ids_sha256"] = _fingerprint([d.id for d in data.docs])
+            record["run"] = str(run)
+        manifest = json.loads((Path(record["run"]) / "manifest.json").read_text(encoding="utf-8"))
+        training = manifest["training"]
+        record["training"] = {
+            "wall_seconds": training.get("wall_seconds"),
+            "tokens": training.get("tokens"),
+            "tokens_per_s": training.get("tokens_per_s"),
+            "train_loss": training.get("train_loss"),
+            "dev_loss": training.get("dev_loss"),
+            "steps": manifest.get("resolved", {}).get("steps"),
+            "device": manifest.get("resolved", {}).get("device"),
+            "dtype": manifest.get("resolved", {}).get("dtype"),
+            "fit_examples": manifest.get("data", {}).get("train"),
+            "dev_examples": manifest.get("data", {}).get("dev"),
+            "hyperparameters": manifest.get("hyperparameters"),
+        }
+        return record
+
+
+def load_points(folder: Path) -> list[dict]:
+    """Finished points of a curve folder (``<output>/curve``), for inspection."""
+    return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((Path(folder) / "points").glob("*.json"))]
+
+
+__all__ = ["CurveConfig", "Curve", "aggregate", "primary_counts", "f1_from_counts", "resample_weights",
+           "seed_interval", "load_points", "DataError"]
