@@ -189,3 +189,18 @@ def test_qlora_without_a_gpu_is_refused(tiny_model_dir, tmp_path):
     tuner = FineTuner(make_codebook("single"), small_config(qlora=True), base_model=str(tiny_model_dir))
     with pytest.raises(ConfigError, match="qlora needs a CUDA GPU"):
         tuner.train(docs(), tmp_path / "q", progress=False)
+
+
+def test_a_checkpoint_left_half_written_by_a_kill_is_removed_not_resumed(tmp_path):
+    from annotune.finetune import complete_checkpoints
+
+    for step, complete in ((2, True), (10, True), (12, False)):
+        ckpt = tmp_path / f"checkpoint-{step}"
+        ckpt.mkdir()
+        if complete:
+            (ckpt / "trainer_state.json").write_text("{}")
+    messages = []
+    found = complete_checkpoints(tmp_path, log=messages.append)
+    assert [p.name for p in found] == ["checkpoint-2", "checkpoint-10"]  # numeric, not lexical, order
+    assert not (tmp_path / "checkpoint-12").exists()
+    assert "incomplete checkpoint" in messages[0]

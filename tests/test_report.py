@@ -21,7 +21,7 @@ import pytest
 from typer.testing import CliRunner
 
 from annotune.cli import app
-from annotune.report import load_report_data, methods_paragraph, write_report
+from annotune.report import load_report_data, methods_paragraph
 
 LABELS = ("business", "sport", "tech")
 WORDS = {
@@ -200,7 +200,8 @@ def test_methods_paragraph_states_models_prompts_sizes_seeds_and_metrics(report_
 
 def test_report_command_writes_elsewhere_and_rejects_a_folder_without_results(report_folder, tmp_path):
     result = invoke("report", report_folder, "-o", tmp_path / "copy")
-    assert (tmp_path / "copy" / "report.html").exists() and (tmp_path / "copy" / "figures" / "learning-curve.png").exists()
+    assert (tmp_path / "copy" / "report.html").exists()
+    assert (tmp_path / "copy" / "figures" / "learning-curve.png").exists()
     assert "report:" in result.stdout
     bad = CliRunner().invoke(app, ["report", str(tmp_path / "copy" / "figures")])
     assert bad.exit_code == 2 and "no results.json" in bad.stderr and "Traceback" not in bad.stderr

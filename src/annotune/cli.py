@@ -145,7 +145,7 @@ def print_curve_table(curve: dict) -> None:
 @app.command()
 @user_errors
 def curve(
-    config: Path = typer.Argument(..., help="Comparison config with a [curve] table (sizes, seeds, answer, "
+    config: Path = typer.Argument(..., help="Comparison config with a `curve` table (sizes, seeds, answer, "
                                   "references)."),
     output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: the config's `output`, "
                                 "else runs/<name>)."),
@@ -153,10 +153,10 @@ def curve(
                                "finished ones (trained adapters are reused)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ):
-    """Learning curve: fine-tune on seeded stratified subsamples of each size (several seeds per size), score
-    every model on the one test split, and compare with the reference systems.
+    """Learning curve: fine-tune on subsamples of each size × seed and compare with the references.
 
-    Each finished point is saved at once under <output>/curve/points/; a rerun skips finished points.
+    For every size and seed, a seeded stratified subsample of the training split is fine-tuned with the
+    config's `finetune` table and scored on the one test split. Each finished point is saved at once under <output>/curve/points/; a rerun skips finished points.
     Writes curve/curve.json and the report (report.html, report.md).
     """
     _quiet_libraries()
@@ -177,9 +177,11 @@ def report(
     folder: Path = typer.Argument(..., help="Output folder of `annotune compare` or `annotune curve`."),
     output: Path = typer.Option(None, "--output", "-o", help="Write the report to this folder instead."),
 ):
-    """Write report.html (self-contained: figures embedded, can be mailed) and report.md with figures/ for an
-    output folder: comparison table, confusion matrices, per-class F1, learning curve, cost and throughput,
-    reproducibility manifest and a methods paragraph."""
+    """Write report.html (self-contained, can be mailed) and report.md for an output folder.
+
+    Comparison table, confusion matrices, per-class F1, learning curve, cost and throughput, reproducibility
+    manifest and a methods paragraph; figures are embedded in the HTML and written to figures/ for the
+    Markdown."""
     from .report import write_report
 
     paths = write_report(folder, output)

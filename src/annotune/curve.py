@@ -65,7 +65,7 @@ from .compare import (
     split_data,
 )
 from .environment import hardware, library_versions
-from .errors import ConfigError, DataError
+from .errors import ConfigError
 from .evaluation import evaluate
 
 ANSWERS = ("generate", "constrained")
@@ -502,4 +502,4 @@ def load_points(folder: Path) -> list[dict]:
 
 
 __all__ = ["CurveConfig", "Curve", "aggregate", "primary_counts", "f1_from_counts", "resample_weights",
-           "seed_interval", "load_points", "DataError"]
+           "seed_interval", "load_points"]

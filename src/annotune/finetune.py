@@ -2,8 +2,8 @@
 
 Each training example is the task's prompt (by default the *short* prompt: label names without their
 definitions, since the model learns the labels from the examples) and the canonical answer as the
-completion; the loss covers only the answer tokens. TRL computes vocabulary logits only where the label
-is not masked, so the output layer (the most expensive part of a 135M model) runs only at answer tokens.
+completion; the loss covers only the answer tokens, and vocabulary logits are computed only at those
+positions, since the output layer is the most expensive part of a 135M model.
 
 A run folder holds everything needed to use the model again, and nothing more: the adapter, the
 tokenizer, a copy of the codebook, ``prompt.json`` (how the model was prompted) and ``manifest.json``
@@ -14,6 +14,7 @@ newest one, so an interrupted run loses at most the steps since the last checkpo
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -43,7 +44,7 @@ class FineTuneConfig:
 
     r: int = 16
     alpha: int = 32
-    dropout: float = 0.05
+    dropout: float = 0.0  # LoRA dropout; its random masks cost ~10 % of a CPU step
     target_modules: list[str] | str = "all-linear"
     learning_rate: float = 1e-3
     epochs: float = 1.0
@@ -187,7 +188,7 @@ class FineTuner:
         from peft import LoraConfig
         from transformers import set_seed
         from transformers.trainer_callback import PrinterCallback
-        from trl import SFTConfig, SFTTrainer
+        from trl import SFTConfig
 
         from .models import default_device, parse_dtype
 
@@ -234,9 +235,11 @@ class FineTuner:
         )
         peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-        progress_cb = _ProgressCallback(total_steps, enabled=progress)
-        trainer = SFTTrainer(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
-                             processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb.callback])
+        trainer_cls, progress_cls = _trainer_classes()
+        progress_cb = progress_cls(enabled=progress)
+        trainer = trainer_cls(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb])
+        progress_cb.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
         info = {"source": source, "device": device, "dtype": dtype, "fit_docs": fit_docs, "dev_docs": dev_docs,
                 "progress": progress_cb, "tokenizer": tokenizer}
@@ -251,8 +254,7 @@ class FineTuner:
 
         cfg = self.config
         output = Path(output)
-        checkpoints = sorted((output / "checkpoints").glob("checkpoint-*"),
-                             key=lambda p: int(p.name.rsplit("-", 1)[1]) if p.name.rsplit("-", 1)[1].isdigit() else -1)
+        checkpoints = complete_checkpoints(output / "checkpoints", log=log)
         if checkpoints and not resume:
             raise ConfigError("this folder already holds checkpoints of a run; pass --resume to continue it or "
                               "choose another output folder", file=output)
@@ -305,6 +307,22 @@ class FineTuner:
         return output
 
 
+def complete_checkpoints(folder: Path, log=print) -> list[Path]:
+    """Checkpoints in step order, keeping only complete ones: a run killed while saving leaves a folder
+    without ``trainer_state.json``, which is removed so that resuming uses the previous checkpoint."""
+    found = []
+    for path in folder.glob("checkpoint-*"):
+        step = path.name.rsplit("-", 1)[1]
+        if not step.isdigit():
+            continue
+        if (path / "trainer_state.json").exists():
+            found.append((int(step), path))
+        else:
+            log(f"removing incomplete checkpoint {path} (the run was interrupted while saving it)")
+            shutil.rmtree(path, ignore_errors=True)
+    return [p for _, p in sorted(found)]
+
+
 def _peak_memory_gib() -> float | None:
     try:
         import torch
@@ -318,47 +336,80 @@ def _peak_memory_gib() -> float | None:
         return None
 
 
-class _ProgressCallback:
-    """A progress bar with loss, tokens/s and ETA (the Trainer's own bar shows neither tokens/s nor loss)."""
+@functools.cache
+def _trainer_classes():
+    """`SFTTrainer` with an answer-only loss, and a progress callback (classes built on first use so that
+    importing annotune does not import TRL)."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import TrainerCallback
+    from trl import SFTTrainer
 
-    def __init__(self, total_steps: int, enabled: bool = True):
-        from transformers import TrainerCallback
+    class AnswerOnlyTrainer(SFTTrainer):
+        """Vocabulary logits only at answer positions: the backbone's hidden states are gathered where the
+        next-token label is not masked, then projected and scored. Measured on SmolLM2-135M (8 × 348 tokens,
+        bf16 autocast, 2 cores), TRL's chunked fused head took 14 s a step, this about 4 s."""
 
-        self.total = total_steps
-        self.enabled = enabled
-        self.bar = None
-        self.tokens = 0
-        self.active_seconds = 0.0
-        self._t0 = None
-        parent = self
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean; the Trainer scales it
+            self.tokens_seen = 0
 
-        class _CB(TrainerCallback):
-            def on_train_begin(self, args, state, control, **kw):
-                from tqdm.auto import tqdm
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            backbone = getattr(base, base.base_model_prefix)
+            targets = inputs["labels"][:, 1:]
+            scored = targets != -100
+            out = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                           position_ids=inputs.get("position_ids"), use_cache=False)
+            hidden = out.last_hidden_state[:, :-1][scored]
+            logits = base.get_output_embeddings()(hidden).float()
+            loss = F.cross_entropy(logits, targets[scored]) if scored.any() else logits.sum() * 0.0
+            if model.training and "attention_mask" in inputs:
+                self.tokens_seen += int(inputs["attention_mask"].sum())
+            return (loss, {"logits": logits}) if return_outputs else loss
 
-                parent.total = state.max_steps or parent.total
-                parent.bar = tqdm(total=parent.total, initial=state.global_step, desc="fine-tuning", unit="step",
-                                  disable=not parent.enabled)
-                parent._t0 = time.perf_counter()
+        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+            with torch.no_grad():
+                loss = self.compute_loss(model, self._prepare_inputs(inputs))
+            return loss.detach(), None, None
 
-            def on_step_end(self, args, state, control, **kw):
-                if parent.bar is not None:
-                    parent.bar.update(state.global_step - parent.bar.n)
+    class Progress(TrainerCallback):
+        """A bar with loss, tokens/s and ETA (the Trainer's own bar shows neither tokens/s nor loss)."""
 
-            def on_log(self, args, state, control, logs=None, **kw):
-                logs = logs or {}
-                if "num_tokens" in logs:
-                    parent.tokens = int(logs["num_tokens"])
-                    parent.active_seconds = time.perf_counter() - parent._t0
-                if parent.bar is not None and "loss" in logs:
-                    tps = parent.tokens / parent.active_seconds if parent.active_seconds else 0
-                    parent.bar.set_postfix(loss=f"{logs['loss']:.3f}", tok_s=f"{tps:.0f}")
+        def __init__(self, enabled: bool = True):
+            self.enabled = enabled
+            self.bar = None
+            self.trainer = None
+            self.active_seconds = 0.0
+            self._t0 = 0.0
 
-        self.callback = _CB()
+        @property
+        def tokens(self) -> int:
+            return self.trainer.tokens_seen if self.trainer is not None else 0
 
-    def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        def on_train_begin(self, args, state, control, **kw):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="fine-tuning", unit="step",
+                            disable=not self.enabled)
+            self._t0 = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kw):
+            self.active_seconds = time.perf_counter() - self._t0
+            if self.bar is not None:
+                self.bar.update(state.global_step - self.bar.n)
+
+        def on_log(self, args, state, control, logs=None, **kw):
+            if self.bar is not None and logs and "loss" in logs:
+                tps = self.tokens / self.active_seconds if self.active_seconds else 0
+                self.bar.set_postfix(loss=f"{logs['loss']:.3f}", tok_s=f"{tps:.0f}")
+
+        def close(self):
+            if self.bar is not None:
+                self.bar.close()
+
+    return AnswerOnlyTrainer, Progress
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -29,7 +29,8 @@ from typing import Any
 from .errors import ConfigError
 
 PRIMARY_NAMES = {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1"}
-KIND_WORDS = {"single": "single-label", "multi": "multi-label", "dimensions": "multi-dimension (with an intensity scale)"}
+KIND_WORDS = {"single": "single-label", "multi": "multi-label",
+              "dimensions": "multi-dimension (with an intensity scale)"}
 ANSWER_WORDS = {"generate": "free generation", "constrained": "constrained answering"}
 
 
@@ -281,7 +282,8 @@ def curve_figure(curve: dict) -> Figure:
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, frameon=False)
     seeds = curve["curve"]["seeds"]
-    ax.set_title(f"Learning curve: {primary} vs training documents ({len(seeds)} seed{'s' * (len(seeds) > 1)} per size)")
+    ax.set_title(f"Learning curve: {primary} vs training documents "
+                 f"({len(seeds)} seed{'s' * (len(seeds) > 1)} per size)")
     return Figure("learning-curve", "Learning curve", _png(fig),
                   f"Line: mean {primary} over seeds; band: 95 % percentile bootstrap interval of that mean over test "
                   "documents; crosses: single seeds; horizontal lines: reference systems on the same test split.")
@@ -387,24 +389,28 @@ def _curve_section(results: dict) -> Section:
     c = curve["curve"]
     sec.blocks.append(("p", f"{model_name(curve['base_model'])} fine-tuned with LoRA on seeded stratified subsamples "
                        f"of the training split ({curve['data']['train_pool']:,} documents), {len(c['seeds'])} "
-                       f"seed{'s' * (len(c['seeds']) > 1)} per size ({', '.join(map(str, c['seeds']))}); every model is scored on the same "
+                       f"seed{'s' * (len(c['seeds']) > 1)} per size ({', '.join(map(str, c['seeds']))}); every "
+                       "model is scored on the same "
                        f"{curve['data']['test']:,} test documents. “95 % CI”: percentile bootstrap over test "
-                       f"documents ({curve['n_boot']:,} resamples) of the mean over seeds; “SD”: standard deviation "
-                       "over seeds (training data and initialisation); “seed CI”: t-interval of the mean over seeds."))
+                       f"documents ({curve['n_boot']:,} resamples) of the mean over seeds; “SD”: standard "
+                       "deviation over seeds (training data and initialisation); “seed CI”: t-interval of the mean "
+                       "over seeds."))
     for answer, block in curve["answers"].items():
         header = ["Train docs", "Seeds", f"Mean {primary} [95% CI]", "SD", "Seed CI", "Per seed", "Valid %",
                   "Train s", "Train tok/s"]
         rows = []
         for r in block["rows"]:
             rows.append([_size_label(r["size"], r["n_train"]), str(len(r["seeds"])), _ci(r["mean"], r.get("ci")),
-                         _f(r.get("sd")), f"[{r['seed_ci'][0]:.3f}, {r['seed_ci'][1]:.3f}]" if r.get("seed_ci") else "–",
+                         _f(r.get("sd")),
+                         f"[{r['seed_ci'][0]:.3f}, {r['seed_ci'][1]:.3f}]" if r.get("seed_ci") else "–",
                          ", ".join(f"{v:.3f}" for v in r["values"]), _pct(r.get("valid_rate")),
                          _num(r.get("train_seconds")), _num(r.get("train_tokens_per_s"), 0)])
         sec.blocks.append(("h3", f"Fine-tuned, {answer} answers"))
         sec.blocks.append(("table", header, rows))
         if block["matches"]:
             mh = ["Reference", f"Reference {primary} [95% CI]", "Smallest size: mean ≥ reference",
-                  f"Mean {primary} [95% CI] there", "Difference [95% CI]", "Smallest size: CI lower bound ≥ reference"]
+                  f"Mean {primary} [95% CI] there", "Difference [95% CI]",
+                  "Smallest size: CI lower bound ≥ reference"]
             mrows = []
             for m in block["matches"]:
                 bm, bc = m.get("by_mean"), m.get("by_ci")
@@ -418,9 +424,9 @@ def _curve_section(results: dict) -> Section:
                 ])
             sec.blocks.append(("table", mh, mrows))
     sec.blocks.append(("p", "“Mean ≥ reference”: the smallest size whose mean over seeds reaches the reference's "
-                       "value. “CI lower bound ≥ reference”: the smallest size whose 95 % interval lies entirely at "
-                       "or above it. The difference interval is a paired bootstrap (the same resampled test "
-                       "documents for both)."))
+                       "value. “CI lower bound ≥ reference”: the smallest size whose 95 % interval lies "
+                       "entirely at or above it. The difference interval is a paired bootstrap (the same "
+                       "resampled test documents for both)."))
     return sec
 
 
@@ -439,13 +445,14 @@ def _cost_section(results: dict) -> Section:
     curve = results.get("curve")
     if curve:
         sec.blocks.append(("p", f"Learning curve: {len(curve['points'])} fine-tuning runs, "
-                           f"{curve.get('train_seconds_total', 0):,.0f} s of training, {curve['seconds']:,.0f} s in all "
+                           f"{curve.get('train_seconds_total', 0):,.0f} s of training, "
+                           f"{curve['seconds']:,.0f} s in all "
                            "(the run that finished the curve; reused points count zero)."))
     hw = results.get("environment", {}).get("hardware", {})
     if hw:
         sec.blocks.append(("p", f"Measured on {_hardware_words(hw)}. Throughput is wall-clock and includes "
-                           "tokenisation and parsing; “Prompt tok/s” counts the full prompt of every document, as an "
-                           "API would bill it."))
+                           "tokenisation and parsing; “Prompt tok/s” counts the full prompt of every document, "
+                           "as an API would bill it."))
     fig = throughput_figure(results)
     if fig is not None:
         sec.blocks.append(("figures", [fig]))
@@ -532,7 +539,8 @@ def _summary_section(results: dict) -> Section:
         best = max(systems, key=lambda s: s["metrics"].get(primary) or 0)
         m = best["metrics"]
         items.append(f"Best system on {results['data']['test']:,} test documents: {best['name']} "
-                     f"({pname} {_ci(m.get(primary), m.get(primary + '_ci'))}, valid answers {_pct(m['valid_rate'])} %).")
+                     f"({pname} {_ci(m.get(primary), m.get(primary + '_ci'))}, valid answers "
+                     f"{_pct(m['valid_rate'])} %).")
     curve = results.get("curve")
     if curve:
         for answer, block in curve["answers"].items():
@@ -607,7 +615,8 @@ def _system_words(results: dict, s: dict) -> str:
     if stype == "api":
         shots = int(spec.get("shots", 0))
         shot_words = "zero-shot" if shots == 0 else f"{shots}-shot"
-        return f"{spec.get('model', s['name'])} through its API, prompted {shot_words} with {answer} (“{s['name']}”)"
+        return (f"{spec.get('model', s['name'])} through its API, prompted {shot_words} with {answer} "
+                f"(“{s['name']}”)")
     if stype == "tfidf":
         return f"a TF-IDF + logistic-regression baseline (C = {spec.get('C', 10.0)}) trained on the training split"
     if stype == "predictions":
@@ -630,7 +639,8 @@ def methods_paragraph(results: dict) -> str:
     out = []
     unit = "dimensions" if kind == "dimensions" else "labels"
     shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
-    scale = f", each coded on the scale {', '.join(task['scale'])}" if kind == "dimensions" and task.get("scale") else ""
+    scale = (f", each coded on the scale {', '.join(task['scale'])}" if kind == "dimensions" and task.get("scale")
+             else "")
     out.append(f"We coded {data.get('documents', 0):,} documents (“{task['name']}”) with a {KIND_WORDS[kind]} "
                f"codebook of {len(labels)} {unit} ({shown}{scale}).")
     out.append(f"All systems were evaluated on the same held-out test set of {data.get('test', 0):,} documents; the "
@@ -642,7 +652,8 @@ def methods_paragraph(results: dict) -> str:
     if prompts:
         few = [s for s in prompts if int(s["spec"].get("shots", 0)) > 0]
         text = ("Prompts gave the codebook's instructions and every label with its definition"
-                + (", followed by labelled examples drawn from the training pool, balanced across labels" if few else "")
+                + (", followed by labelled examples drawn from the training pool, balanced across labels"
+                   if few else "")
                 + ".")
         out.append(text)
     answers = {s.get("spec", {}).get("answer", "generate") for s in systems
@@ -666,7 +677,8 @@ def methods_paragraph(results: dict) -> str:
     if curve:
         c = curve["curve"]
         sizes = [f"{s:,}" if s != "all" else "all" for s in c["sizes"]]
-        out.append(f"To measure how much labelled data fine-tuning needs, we fine-tuned {model_name(curve['base_model'])} "
+        out.append("To measure how much labelled data fine-tuning needs, we fine-tuned "
+                   f"{model_name(curve['base_model'])} "
                    f"on seeded stratified subsamples of {_join(sizes)} training documents, with {len(c['seeds'])} "
                    f"seed{'s' * (len(c['seeds']) > 1)} per size (seeds {', '.join(map(str, c['seeds']))}; a seed "
                    "sets both the subsample and the training), and report the mean over seeds with a 95 % "
@@ -709,7 +721,8 @@ h3{font-size:1.02em;margin:1.3em 0 .4em}.sub{color:#666;margin:0 0 1em}
 nav a{margin-right:14px;color:#2457a6;text-decoration:none;font-size:.92em}
 table{border-collapse:collapse;margin:.6em 0 1em;font-size:.86em;display:block;overflow-x:auto;max-width:100%}
 th,td{border-bottom:1px solid #e6e6e6;padding:4px 9px;text-align:right;white-space:nowrap}
-th{background:#f2f4f7;font-weight:600;white-space:normal;vertical-align:bottom}td:first-child,th:first-child{text-align:left}
+th{background:#f2f4f7;font-weight:600;white-space:normal;vertical-align:bottom}
+td:first-child,th:first-child{text-align:left}
 tr:hover td{background:#f8fafc}.kv td,.kv th{text-align:left;white-space:normal;word-break:break-all}
 .figures{display:flex;flex-wrap:wrap;gap:14px;align-items:flex-start}
 .figures.grid figure{flex:0 1 calc(50% - 7px)}
@@ -728,7 +741,8 @@ def render_html(results: dict, sections: list[Section]) -> str:
     parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
              '<meta name="viewport" content="width=device-width, initial-scale=1">', f"<title>{e(title)}</title>",
              f"<style>{_CSS}</style>", "</head>", "<body>", "<main>", f"<h1>{e(title)}</h1>",
-             f'<p class="sub">{e(KIND_WORDS[task["kind"]])} task “{e(task["name"])}”, {len(results["task"]["labels"])} '
+             f'<p class="sub">{e(KIND_WORDS[task["kind"]])} task “{e(task["name"])}”, '
+             f'{len(results["task"]["labels"])} '
              f'labels, {results["data"]["test"]:,} test documents · {e(str(results.get("created", "")))}</p>',
              "<nav>" + "".join(f'<a href="#{s.id}">{e(s.title)}</a>' for s in sections) + "</nav>"]
     for s in sections:
