@@ -79,3 +79,15 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     model.save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Test forwards are small: one thread is as fast as two, and far faster when another process shares
+    the cores (OpenMP threads then wait for each other)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

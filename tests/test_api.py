@@ -61,17 +61,6 @@ definition = "computers, software and the internet"
 """
 PRICE = "{input = 1.5, output = 6.0, batch_discount = 0.5, date = \"2025-01-01\"}"
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def secret() -> str:
     return f"sk-annotune-test-{uuid.uuid4().hex}"

@@ -58,14 +58,6 @@ CODEBOOKS = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """These forwards are tiny: one thread is as fast, and much faster when other jobs load the CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
 
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir) -> LocalBackend:

@@ -100,19 +100,6 @@ name = "perceiving discrimination"
 definition = "unfair treatment"
 """
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """The tiny model's matrices are 32 wide: with several intra-op threads, thread synchronisation costs
-    100x the arithmetic, and on a busy 2-core machine a run goes from 0.05 s to 10 s."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ------------------------------------------------------------------------------ helpers
 def write_csv(path: Path, records: list[dict]) -> Path:
     with open(path, "w", newline="", encoding="utf-8") as fh:

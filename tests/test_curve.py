@@ -57,18 +57,6 @@ name = "tech"
 definition = "computers, software and the internet"
 """
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """A 32-wide model is dominated by thread synchronisation with several threads (see test_compare)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # ---------------------------------------------------------------------------- subsamples
 def dataset(counts: dict[str, int]) -> Dataset:
     docs = [Doc(f"{lab}-{i:03d}", f"text {lab} {i}", lab) for lab, n in counts.items() for i in range(n)]

@@ -55,18 +55,6 @@ seeds = [1, 2]
 answer = "constrained"
 """
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """A 32-wide model is dominated by thread synchronisation with several threads (see test_compare)."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def invoke(*args):
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 0, (result.stdout, result.stderr, result.exception)

@@ -36,17 +36,6 @@ TEXTS = [
     "The minister said the election will be held in spring.",
 ]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def backend(tiny_model_dir):
     be = LocalBackend(str(tiny_model_dir), dtype="fp32")

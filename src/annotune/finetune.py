@@ -360,10 +360,13 @@ def _trainer_classes():
             backbone = getattr(base, base.base_model_prefix)
             targets = inputs["labels"][:, 1:]
             scored = targets != -100
-            out = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                           position_ids=inputs.get("position_ids"), use_cache=False)
-            hidden = out.last_hidden_state[:, :-1][scored]
-            logits = base.get_output_embeddings()(hidden).float()
+            # the Trainer applies no autocast on CPU: without this, bf16=True trains in fp32, 2x slower
+            cpu_bf16 = self.args.bf16 and inputs["input_ids"].device.type == "cpu"
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
+                out = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                               position_ids=inputs.get("position_ids"), use_cache=False)
+                hidden = out.last_hidden_state[:, :-1][scored]
+                logits = base.get_output_embeddings()(hidden).float()
             loss = F.cross_entropy(logits, targets[scored]) if scored.any() else logits.sum() * 0.0
             if model.training and "attention_mask" in inputs:
                 self.tokens_seen += int(inputs["attention_mask"].sum())
