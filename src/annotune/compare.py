@@ -42,7 +42,7 @@ from .backend import Prediction, RunStats
 from .codebook import Codebook, normalise
 from .data import BUILTINS, Dataset, Doc, load_data
 from .environment import hardware, library_versions
-from .errors import AnnotuneError, ConfigError, DataError
+from .errors import AnnotuneError, ConfigError, DataError, reject_unknown_keys
 from .evaluation import evaluate
 from .api import API_SYSTEM_KEYS, check_api_spec
 
@@ -129,10 +129,7 @@ class CompareConfig:
             raise ConfigError("config is not UTF-8 text", file=path) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"invalid TOML: {exc}", file=path) from None
-        for key in raw:
-            if key not in _TOP_KEYS:
-                raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_TOP_KEYS))})", file=path,
-                                  field=key)
+        reject_unknown_keys(raw, _TOP_KEYS, file=path)
         base = path.parent
 
         def table(key: str) -> dict:
@@ -154,19 +151,15 @@ class CompareConfig:
         if data.get("labelled", True) is False:
             raise ConfigError("a comparison scores systems against the gold labels: the data must be labelled",
                               file=path, field="data.labelled")
+        reject_unknown_keys(split, _SPLIT_KEYS, file=path, prefix="split.")
         for key, value in split.items():
-            if key not in _SPLIT_KEYS:
-                raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_SPLIT_KEYS))})", file=path,
-                                  field=f"split.{key}")
             if key != "test_size":  # test_size (fraction or count) is checked with the data
                 _check_option(key, value, path, f"split.{key}")
         if "field" in split and "test_size" in split:
             raise ConfigError("give either field (a train/test column) or test_size (a seeded split), not both",
                               file=path, field="split")
+        reject_unknown_keys(model, _MODEL_KEYS, file=path, prefix="model.")
         for key, value in model.items():
-            if key not in _MODEL_KEYS:
-                raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_MODEL_KEYS))})", file=path,
-                                  field=f"model.{key}")
             _check_option("model" if key == "name" else key, value, path, f"model.{key}")
         cb_spec = raw.get("codebook")
         if isinstance(cb_spec, str):
@@ -261,10 +254,7 @@ def split_data(cfg: CompareConfig, dataset: Dataset) -> tuple[Dataset, Dataset]:
     """Train/test split as the config says: a split column or a seeded stratified split; then optional
     seeded subsamples (``max_train``, ``max_test``)."""
     spec = cfg.split
-    for key in spec:
-        if key not in _SPLIT_KEYS:
-            raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_SPLIT_KEYS))})", file=cfg.source,
-                              field=f"split.{key}")
+    reject_unknown_keys(spec, _SPLIT_KEYS, file=cfg.source, prefix="split.")
     if "field" in spec or (any(d.split for d in dataset.docs[:1]) and "test_size" not in spec):
         train, test = dataset.by_split(spec.get("train", "train")), dataset.by_split(spec.get("test", "test"))
     else:

@@ -65,7 +65,7 @@ from .compare import (
     split_data,
 )
 from .environment import hardware, library_versions
-from .errors import ConfigError
+from .errors import ConfigError, reject_unknown_keys
 from .evaluation import evaluate
 
 ANSWERS = ("generate", "constrained")
@@ -89,10 +89,7 @@ class CurveConfig:
         where = "curve"
         if not isinstance(raw, dict):
             raise ConfigError(f"curve must be a table ([curve]), not {raw!r}", file=file, field=where)
-        for key in raw:
-            if key not in _CURVE_KEYS:
-                raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(_CURVE_KEYS))})", file=file,
-                                  field=f"{where}.{key}")
+        reject_unknown_keys(raw, _CURVE_KEYS, file=file, prefix=f"{where}.")
         out = cls()
         if "sizes" in raw:
             sizes = raw["sizes"]

@@ -49,3 +49,11 @@ class DataError(AnnotuneError):
 
 class ConfigError(AnnotuneError):
     """A run configuration (compare, finetune…) is malformed."""
+
+
+def reject_unknown_keys(table: dict, allowed, *, file=None, prefix: str = "") -> None:
+    """A typo in a config key must fail loudly, naming the key and what is allowed, not be ignored."""
+    for key in table:
+        if key not in allowed:
+            raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(allowed))})", file=file,
+                              field=f"{prefix}{key}")
