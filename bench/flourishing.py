@@ -1,0 +1,77 @@
+"""The *Rethinking Scale* flourishing task: LoRA-fine-tuned SmolLM2-135M vs GPT-4's published codings.
+
+Fine-tunes on the `train` split of ../shared/data/flourishing/tweets.jsonl (46 dimensions x
+low/medium/high, answered as a JSON object), evaluates on the `test` split (513 tweets) and puts GPT-4's
+codings of the same tweets (gpt4_predictions.jsonl), a TF-IDF baseline and zero-shot prompting of the
+same small model in one table: presence micro-F1, intensity micro-F1, accD, Jaccard, valid-JSON rate.
+
+    python bench/flourishing.py [--train N] [--test N] [--epochs 1] [--out bench/results/flourishing.json]
+
+Finished systems and the trained run are kept under bench/results/flourishing/ and reused by a rerun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main(argv=None) -> int:
+    from annotune.cli import _quiet_libraries, print_results_table
+    from annotune.compare import CompareConfig, Comparison
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--train", type=int, default=None, help="training tweets (default: the whole train split)")
+    ap.add_argument("--test", type=int, default=None, help="test tweets (default: all 513)")
+    ap.add_argument("--epochs", type=float, default=1.0)
+    ap.add_argument("--lr", type=float, default=None)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "flourishing.json"))
+    ap.add_argument("--fresh", action="store_true")
+    args = ap.parse_args(argv)
+    _quiet_libraries()
+
+    cfg = CompareConfig.load(ROOT / "examples" / "flourishing.toml", output=ROOT / "bench" / "results" / "flourishing")
+    cfg.split = {"field": "split", **({"max_test": args.test} if args.test else {})}
+    cfg.finetune = {"epochs": args.epochs, "max_text_tokens": 128, "max_length": 768,
+                    **({"learning_rate": args.lr} if args.lr else {})}
+    finetuned = {"type": "finetuned", "answer": "generate", "max_new_tokens": 192,
+                 **({"train_size": args.train} if args.train else {})}
+    label = f"LoRA {args.train or 'all'}"
+    cfg.systems = [
+        {"name": "GPT-4 (published codings)", "type": "predictions",
+         "path": "../../shared/data/flourishing/gpt4_predictions.jsonl", "label_field": "labels"},
+        {"name": "tf-idf + logistic regression", "type": "tfidf"},
+        {"name": f"smollm2 {label} generate", **finetuned},
+    ]
+    started = time.time()
+    results = Comparison(cfg, progress=True, fresh=args.fresh, log=print).run()
+    print_results_table(results)
+    ft = next(s for s in results["systems"] if s["spec"]["type"] == "finetuned")
+    manifest = json.loads((Path(ft["stats"]["run"]) / "manifest.json").read_text())
+    keys = ("valid_rate", "presence_micro_f1", "intensity_micro_f1", "intensity_micro_f1_ci", "accD", "jaccard")
+    out = {
+        "bench": "flourishing",
+        "date": time.strftime("%Y-%m-%d"),
+        "seconds": round(time.time() - started, 1),
+        "hardware": results["environment"]["hardware"],
+        "libraries": results["environment"]["libraries"],
+        "test_documents": results["data"]["test"],
+        "training": {k: manifest["training"][k] for k in ("wall_seconds", "tokens", "tokens_per_s",
+                                                          "train_loss", "dev_loss", "peak_memory_gib")}
+        | {"train_examples": manifest["data"]["train"], "dev_examples": manifest["data"]["dev"]},
+        "systems": [{"name": s["name"], "metrics": {k: s["metrics"].get(k) for k in keys},
+                     "seconds": s["stats"].get("seconds")} for s in results["systems"]],
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=2))
+    print(f"training: {out['training']}\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
