@@ -4,11 +4,9 @@ print one line naming the file, the row and the field, and exit with status 2.""
 from __future__ import annotations
 
 import csv
-import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest

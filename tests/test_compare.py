@@ -12,7 +12,6 @@ import importlib.util
 import json
 import os
 import shutil
-import textwrap
 from pathlib import Path
 
 import pytest

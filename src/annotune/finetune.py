@@ -422,7 +422,6 @@ def is_run_folder(path: str | Path) -> bool:
 def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None = None):
     """(model, tokenizer, manifest) of a fine-tuned run folder: the base model from the manifest plus the
     adapter, merged for fast inference."""
-    import torch  # noqa: F401
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
