@@ -52,10 +52,10 @@ def main(argv=None) -> int:
 
     import torch
 
-    from annotune.cli import _quiet_libraries, print_curve_table, print_results_table
-    from annotune.compare import CompareConfig, _slug
-    from annotune.curve import Curve, CurveConfig
-    from annotune.report import write_report
+    from annotune.cli.main import _quiet_libraries, print_curve_table, print_results_table
+    from annotune.experiments.compare import CompareConfig, _slug
+    from annotune.experiments.curve import Curve, CurveConfig
+    from annotune.report.builder import write_report
 
     _quiet_libraries()
     torch.set_num_threads(os.cpu_count() or 1)

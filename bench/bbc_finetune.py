@@ -28,8 +28,8 @@ from labelling_speed import matmul_roofline  # noqa: E402
 def main(argv=None) -> int:
     import torch
 
-    from annotune.cli import _quiet_libraries, print_results_table
-    from annotune.compare import CompareConfig, Comparison
+    from annotune.cli.main import _quiet_libraries, print_results_table
+    from annotune.experiments.compare import CompareConfig, Comparison
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=400, help="training articles (seeded stratified subsample)")
@@ -64,7 +64,7 @@ def main(argv=None) -> int:
 
     ft = next(s for s in results["systems"] if s["spec"]["type"] == "finetuned")
     manifest = json.loads((Path(ft["stats"]["run"]) / "manifest.json").read_text())
-    from annotune.models import load_causal_lm
+    from annotune.backends.models import load_causal_lm
 
     model, _, _ = load_causal_lm("smollm2", dtype="fp32")
     n_total = sum(p.numel() for p in model.parameters())

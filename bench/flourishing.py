@@ -22,8 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    from annotune.cli import _quiet_libraries, print_results_table
-    from annotune.compare import CompareConfig, Comparison
+    from annotune.cli.main import _quiet_libraries, print_results_table
+    from annotune.experiments.compare import CompareConfig, Comparison
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=None, help="training tweets (default: the whole train split)")

@@ -35,12 +35,13 @@ sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
 import torch  # noqa: E402
 
-from annotune.backend import LocalBackend, RunStats  # noqa: E402
-from annotune.compare import CompareConfig, split_data  # noqa: E402
-from annotune.data import load_data  # noqa: E402
+from annotune.backends.base import RunStats
+from annotune.backends.local import LocalBackend  # noqa: E402
+from annotune.experiments.compare import CompareConfig, split_data  # noqa: E402
+from annotune.data.dataset import load_data  # noqa: E402
 from annotune.environment import hardware, library_versions  # noqa: E402
-from annotune.models import load_causal_lm  # noqa: E402
-from annotune.prompts import PromptBuilder, draw_examples, main_question  # noqa: E402
+from annotune.backends.models import load_causal_lm  # noqa: E402
+from annotune.tasks.prompts import PromptBuilder, draw_examples, main_question  # noqa: E402
 
 CONFIG = ROOT / "examples" / "bbc-news.toml"
 TARGET_TOKENS_PER_S = 1000.0  # the target for `constrained`, prompt tokens/s end to end

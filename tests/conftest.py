@@ -57,7 +57,7 @@ def dimensions_codebook() -> Codebook:
 @pytest.fixture(scope="session")
 def embedded_model_dir() -> Path:
     """The embedded SmolLM2 materialised once into a plain checkpoint (cached across runs)."""
-    from annotune.models import materialise_gguf, resolve_model
+    from annotune.backends.models import materialise_gguf, resolve_model
 
     return materialise_gguf(resolve_model("smollm2"))
 

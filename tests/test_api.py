@@ -26,14 +26,14 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from annotune.api import ApiBackend, ApiError, option_probs
-from annotune.backend import LocalBackend
-from annotune.cache import ResponseCache, request_key
-from annotune.cli import app
-from annotune.data import Doc
-from annotune.pricing import Price, load_prices, lookup, resolve_price
-from annotune.prompts import PromptBuilder
-from annotune.serve import MALFORMED_BODY, encode_chat, make_server, serve_in_thread
+from annotune.backends.api.client import ApiBackend, ApiError, option_probs
+from annotune.backends.local import LocalBackend
+from annotune.backends.api.cache import ResponseCache, request_key
+from annotune.cli.main import app
+from annotune.data.dataset import Doc
+from annotune.backends.api.pricing import Price, load_prices, lookup, resolve_price
+from annotune.tasks.prompts import PromptBuilder
+from annotune.serve.server import MALFORMED_BODY, encode_chat, make_server, serve_in_thread
 
 from conftest import REPO, make_codebook
 
@@ -513,8 +513,8 @@ def test_cache_key_covers_endpoint_model_prompt_and_decoding_only():
 
 def test_definitions_false_sends_the_short_fine_tuned_prompt(tmp_path, server):
     """A served fine-tuned run was trained on the short prompt (label names only): `definitions = false`."""
-    from annotune.api import build_requests, system_builder
-    from annotune.compare import CompareConfig, split_data
+    from annotune.backends.api.client import build_requests, system_builder
+    from annotune.experiments.compare import CompareConfig, split_data
 
     config = write_project(tmp_path, api_system("short", server.url, definitions=False)
                            + api_system("long", server.url))

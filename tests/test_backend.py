@@ -10,11 +10,12 @@ import math
 import numpy as np
 import pytest
 
-from annotune.backend import LocalBackend, Prediction, RunStats, decide_constrained
+from annotune.backends.base import Prediction, RunStats, decide_constrained
+from annotune.backends.local import LocalBackend
 from annotune.codebook import Codebook
-from annotune.data import Doc
-from annotune.parsing import answer_text, parse_answer
-from annotune.prompts import PromptBuilder, constrained_questions, main_question
+from annotune.data.dataset import Doc
+from annotune.tasks.parsing import answer_text, parse_answer
+from annotune.tasks.prompts import PromptBuilder, constrained_questions, main_question
 
 from conftest import make_codebook
 

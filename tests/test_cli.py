@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli import app
+from annotune.cli.main import app
 
 LABELS = ("business", "sport", "tech")
 WORDS = {
@@ -168,7 +168,7 @@ def test_unlabelled_data_cannot_be_compared(project, command):
 
 
 def test_interrupt_says_what_was_kept(project, monkeypatch):
-    from annotune import compare
+    from annotune.experiments import compare
 
     def interrupted(self):
         raise KeyboardInterrupt

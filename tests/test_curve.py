@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli import app
-from annotune.compare import CompareConfig, Comparison, _fingerprint, split_data
-from annotune.curve import (
+from annotune.cli.main import app
+from annotune.experiments.compare import CompareConfig, Comparison, _fingerprint, split_data
+from annotune.experiments.curve import (
     Curve,
     CurveConfig,
     aggregate,
@@ -26,9 +26,9 @@ from annotune.curve import (
     resampled_metric,
     seed_interval,
 )
-from annotune.data import Dataset, Doc
+from annotune.data.dataset import Dataset, Doc
 from annotune.errors import ConfigError
-from annotune.evaluation import evaluate
+from annotune.evaluation.metrics import evaluate
 
 from conftest import make_codebook
 

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 
 from annotune.codebook import Codebook
-from annotune.data import Dataset, Doc, load_bbc_news, load_data, load_flourishing, parse_label
+from annotune.data.dataset import Dataset, Doc, load_bbc_news, load_data, load_flourishing, parse_label
 from annotune.errors import ConfigError, DataError
 
 FLOURISHING = Path(__file__).resolve().parents[2] / "shared" / "data" / "flourishing"
@@ -509,7 +509,7 @@ def test_flourishing():
 
 
 def test_bbc_news_missing_package(monkeypatch):
-    import annotune.data as data_mod
+    import annotune.data.dataset as data_mod
 
     monkeypatch.setattr(data_mod.importlib.util, "find_spec", lambda name: None)
     msg = err(load_bbc_news, bbc_cb())

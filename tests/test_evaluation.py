@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from annotune.codebook import Codebook
-from annotune.evaluation import INVALID, agreement, bootstrap_ci, evaluate
+from annotune.evaluation.metrics import INVALID, agreement, bootstrap_ci, evaluate
 
 FLOURISHING = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flourishing"
 

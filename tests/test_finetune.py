@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from annotune.backend import LocalBackend
-from annotune.data import Doc
+from annotune.backends.local import LocalBackend
+from annotune.data.dataset import Doc
 from annotune.errors import ConfigError, DataError
-from annotune.finetune import FineTuneConfig, FineTuner, is_run_folder, load_run, run_prompt_builder
-from annotune.parsing import answer_text
+from annotune.finetune.trainer import FineTuneConfig, FineTuner, is_run_folder, load_run, run_prompt_builder
+from annotune.tasks.parsing import answer_text
 
 from conftest import make_codebook
 
@@ -118,7 +118,7 @@ import sys
 sys.path.insert(0, {tests!r})
 from conftest import make_codebook
 from test_finetune import docs, small_config
-from annotune.finetune import FineTuner
+from annotune.finetune.trainer import FineTuner
 FineTuner(make_codebook("single"), small_config(epochs=12, save_steps=2, max_dev=0, dev_size=0),
           base_model={base!r}).train(docs(2), {out!r}, resume={resume}, progress=False)
 """
@@ -192,7 +192,7 @@ def test_qlora_without_a_gpu_is_refused(tiny_model_dir, tmp_path):
 
 
 def test_a_checkpoint_left_half_written_by_a_kill_is_removed_not_resumed(tmp_path):
-    from annotune.finetune import complete_checkpoints
+    from annotune.finetune.trainer import complete_checkpoints
 
     for step, complete in ((2, True), (10, True), (12, False)):
         ckpt = tmp_path / f"checkpoint-{step}"

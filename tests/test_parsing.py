@@ -8,7 +8,7 @@ import random
 import pytest
 
 from annotune.codebook import Codebook
-from annotune.parsing import ParsedAnswer, answer_text, parse_answer
+from annotune.tasks.parsing import ParsedAnswer, answer_text, parse_answer
 
 INVALID = None
 

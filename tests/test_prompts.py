@@ -10,9 +10,9 @@ from collections import Counter
 import pytest
 
 from annotune.codebook import Codebook
-from annotune.data import Doc
-from annotune.parsing import answer_text, parse_answer
-from annotune.prompts import (
+from annotune.data.dataset import Doc
+from annotune.tasks.parsing import answer_text, parse_answer
+from annotune.tasks.prompts import (
     NONE_VALUE,
     PromptBuilder,
     answer_format,

@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli import app
-from annotune.report import load_report_data, methods_paragraph
+from annotune.cli.main import app
+from annotune.report.builder import load_report_data, methods_paragraph
 
 LABELS = ("business", "sport", "tech")
 WORDS = {

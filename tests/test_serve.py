@@ -22,11 +22,11 @@ import numpy as np
 import openai
 import pytest
 
-from annotune.backend import LocalBackend
-from annotune.data import Doc
+from annotune.backends.local import LocalBackend
+from annotune.data.dataset import Doc
 from annotune.errors import ConfigError
-from annotune.prompts import PromptBuilder, constrained_questions
-from annotune.serve import MALFORMED_BODY, encode_chat, make_server, parse_faults, serve_in_thread
+from annotune.tasks.prompts import PromptBuilder, constrained_questions
+from annotune.serve.server import MALFORMED_BODY, encode_chat, make_server, parse_faults, serve_in_thread
 
 from conftest import REPO, make_codebook
 
@@ -245,7 +245,7 @@ def test_cli_serve_subprocess(tiny_model_dir):
 def test_cli_serve_token_env_missing(tiny_model_dir):
     from typer.testing import CliRunner
 
-    from annotune.cli import app
+    from annotune.cli.main import app
 
     result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), "--token-env", "ANNOTUNE_NOT_SET_ANYWHERE"])
     assert result.exit_code == 2

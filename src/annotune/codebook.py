@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import CodebookError
+from annotune.errors import CodebookError
 
 TaskKind = Literal["single", "multi", "dimensions"]
 KINDS: tuple[str, ...] = ("single", "multi", "dimensions")

@@ -11,11 +11,11 @@ import time
 
 import numpy as np
 
-from .backend import Prediction, RunStats, decide_constrained
-from .codebook import Codebook
-from .data import Doc
-from .parsing import answer_text
-from .prompts import absent_value, dimension_values
+from annotune.backends.base import Prediction, RunStats, decide_constrained
+from annotune.codebook import Codebook
+from annotune.data.dataset import Doc
+from annotune.tasks.parsing import answer_text
+from annotune.tasks.prompts import absent_value, dimension_values
 
 
 class TfidfBaseline:

@@ -55,7 +55,7 @@ from sklearn.metrics import (
 )
 from sklearn.preprocessing import MultiLabelBinarizer
 
-from .codebook import Codebook
+from annotune.codebook import Codebook
 
 __all__ = ["INVALID", "evaluate", "bootstrap_ci", "agreement"]
 

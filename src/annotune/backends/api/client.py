@@ -44,13 +44,13 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .backend import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained
-from .cache import ResponseCache, endpoint_id, request_key
-from .codebook import Codebook
-from .errors import AnnotuneError, ConfigError
-from .parsing import answer_text, parse_answer
-from .pricing import Price, resolve_price
-from .prompts import PromptBuilder, constrained_questions, dimension_values, main_question
+from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained
+from annotune.backends.api.cache import ResponseCache, endpoint_id, request_key
+from annotune.codebook import Codebook
+from annotune.errors import AnnotuneError, ConfigError
+from annotune.tasks.parsing import answer_text, parse_answer
+from annotune.backends.api.pricing import Price, resolve_price
+from annotune.tasks.prompts import PromptBuilder, constrained_questions, dimension_values, main_question
 
 API_SYSTEM_KEYS = {"name", "type", "base_url", "model", "api_key_env", "shots", "answer", "example_chars",
                    "concurrency", "max_retries", "retries_per_request", "malformed_retries", "budget_usd",
@@ -205,7 +205,7 @@ def estimate_prompt_tokens(messages: list[dict], tokenizer=None) -> int:
     """Prompt tokens of a chat: exact with a HF tokenizer (its chat template, as `annotune serve` and
     vLLM count them), else OpenAI's estimate (content + 3 per message + 3 to start the answer)."""
     if tokenizer is not None:
-        from .serve import encode_chat
+        from annotune.serve.server import encode_chat
 
         return len(encode_chat(tokenizer, messages))
     return sum(estimate_tokens(m["content"]) + 3 for m in messages) + 3
@@ -744,7 +744,7 @@ def load_tokenizer(cfg, spec: dict):
         return None
     from transformers import AutoTokenizer
 
-    from .models import loadable_path, resolve_model
+    from annotune.backends.models import loadable_path, resolve_model
 
     value = spec["tokenizer"]
     local = _path(cfg, value)
@@ -785,7 +785,7 @@ def backend_from_spec(cfg, spec: dict, log: Callable[[str], None] | None = None)
 
 
 def system_builder(cfg, spec: dict, train_docs: list) -> PromptBuilder:
-    from .prompts import draw_examples
+    from annotune.tasks.prompts import draw_examples
 
     examples = draw_examples(train_docs, cfg.codebook, int(spec.get("shots", 0)), cfg.seed)
     # definitions = false: the short prompt a fine-tuned run was trained with (a served fine-tuned model)
@@ -850,7 +850,7 @@ def plan_config(cfg) -> list[SystemPlan]:
     """Tokens and cost of every api system of a comparison, counted from the requests the run would send
     (nothing is sent). Input tokens are exact with a system's ``tokenizer``, estimated otherwise; output
     tokens are estimated from the gold answers' length."""
-    from .compare import split_data
+    from annotune.experiments.compare import split_data
 
     dataset = cfg.load_data()
     train, test = split_data(cfg, dataset)

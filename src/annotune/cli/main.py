@@ -16,7 +16,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from .errors import AnnotuneError
+from annotune.errors import AnnotuneError
 
 app = typer.Typer(
     name="annotune",
@@ -70,7 +70,7 @@ def _quiet_libraries() -> None:
 
 
 def print_results_table(results: dict) -> None:
-    from .compare import table_rows
+    from annotune.experiments.compare import table_rows
 
     header, rows = table_rows(results)
     kind = results["task"]["task"]["kind"]
@@ -97,11 +97,11 @@ def compare(
     interrupted run resumes where it stopped.
     """
     _quiet_libraries()
-    from .compare import CompareConfig, Comparison
+    from annotune.experiments.compare import CompareConfig, Comparison
 
     cfg = CompareConfig.load(config, output)
     if not cfg.systems:
-        from .errors import ConfigError
+        from annotune.errors import ConfigError
 
         raise ConfigError("no [[systems]] to compare (this config only has a [curve]: run `annotune curve`)",
                           file=config, field="systems")
@@ -109,7 +109,7 @@ def compare(
     print_results_table(results)
     console.print(f"results: {cfg.output / 'results.json'}  predictions: {cfg.output / 'predictions.csv'}",
                   markup=False, highlight=False)
-    from .report import write_report
+    from annotune.report.builder import write_report
 
     console.print(f"report: {write_report(cfg.output)['html']}", markup=False, highlight=False)
 
@@ -117,7 +117,7 @@ def compare(
 def print_curve_table(curve: dict) -> None:
     """One table per answer mode (mean over seeds with its interval, per size), then where the fine-tuned
     model matches each reference."""
-    from .report import PRIMARY_NAMES, _ci, _size_label
+    from annotune.report.builder import PRIMARY_NAMES, _ci, _size_label
 
     primary = PRIMARY_NAMES.get(curve["primary"], curve["primary"])
     for answer, block in curve["answers"].items():
@@ -160,9 +160,9 @@ def curve(
     Writes curve/curve.json and the report (report.html, report.md).
     """
     _quiet_libraries()
-    from .compare import CompareConfig
-    from .curve import Curve, CurveConfig
-    from .report import write_report
+    from annotune.experiments.compare import CompareConfig
+    from annotune.experiments.curve import Curve, CurveConfig
+    from annotune.report.builder import write_report
 
     cfg = CompareConfig.load(config, output)
     result = Curve(cfg, CurveConfig.from_compare(cfg), progress=not quiet, fresh=fresh, log=log).run()
@@ -182,7 +182,7 @@ def report(
     Comparison table, confusion matrices, per-class F1, learning curve, cost and throughput, reproducibility
     manifest and a methods paragraph; figures are embedded in the HTML and written to figures/ for the
     Markdown."""
-    from .report import write_report
+    from annotune.report.builder import write_report
 
     paths = write_report(folder, output)
     console.print(f"report: {paths['html']}  markdown: {paths['markdown']}  figures: {paths['figures']}",
@@ -202,8 +202,8 @@ def finetune(
     """LoRA fine-tune the config's model on its training split and write a run folder (adapter, tokenizer,
     codebook, manifest). Use the folder as `model = "<run folder>"` anywhere a model is expected."""
     _quiet_libraries()
-    from .compare import CompareConfig, Comparison, split_data
-    from .finetune import FineTuner, is_run_folder, merge_run
+    from annotune.experiments.compare import CompareConfig, Comparison, split_data
+    from annotune.finetune.trainer import FineTuner, is_run_folder, merge_run
 
     cfg = CompareConfig.load(config)
     specs = [s for s in cfg.systems if s.get("type") == "finetuned"]
@@ -234,9 +234,9 @@ def check(
     """Validate a codebook (and the data a config names) without running any model."""
     import tomllib
 
-    from .codebook import Codebook
-    from .compare import CompareConfig, Comparison, split_data
-    from .errors import ConfigError
+    from annotune.codebook import Codebook
+    from annotune.experiments.compare import CompareConfig, Comparison, split_data
+    from annotune.errors import ConfigError
 
     def say(msg: str) -> None:
         console.print(msg, markup=False, highlight=False)
@@ -281,8 +281,8 @@ def plan(
     import json
 
     _quiet_libraries()
-    from .api import plan_config
-    from .compare import CompareConfig
+    from annotune.backends.api.client import plan_config
+    from annotune.experiments.compare import CompareConfig
 
     cfg = CompareConfig.load(config, output)
     plans = [p.as_dict() for p in plan_config(cfg)]
@@ -338,8 +338,8 @@ def serve(
     import ipaddress
 
     _quiet_libraries()
-    from .errors import ConfigError
-    from .serve import make_server
+    from annotune.errors import ConfigError
+    from annotune.serve.server import make_server
 
     token = None
     if token_env:

@@ -17,9 +17,9 @@ import random
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from .codebook import Codebook
-from .data import Doc
-from .parsing import answer_text
+from annotune.codebook import Codebook
+from annotune.data.dataset import Doc
+from annotune.tasks.parsing import answer_text
 
 NONE_VALUE = "none"
 

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import ConfigError
+from annotune.errors import ConfigError
 
 PRIMARY_NAMES = {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1"}
 KIND_WORDS = {"single": "single-label", "multi": "multi-label",
@@ -99,7 +99,7 @@ def _size_label(size: Any, n_train: int) -> str:
 
 def model_name(spec: str | None) -> str:
     """A readable name for a model spec: the embedded model's real name, a folder's name, a hub id."""
-    from .models import EMBEDDED_ALIASES
+    from annotune.backends.models import EMBEDDED_ALIASES
 
     if not spec:
         return "the default model (SmolLM2-135M-Instruct)"
@@ -331,7 +331,7 @@ def throughput_figure(results: dict) -> Figure | None:
 
 # ---------------------------------------------------------------------------- sections
 def _comparison_section(results: dict) -> Section:
-    from .compare import table_rows
+    from annotune.experiments.compare import table_rows
 
     sec = Section("comparison", "Comparison")
     if not results["systems"]:
@@ -586,7 +586,7 @@ def _join(items: list[str]) -> str:
 
 
 def _lora_words(params: dict) -> str:
-    from .finetune import FineTuneConfig
+    from annotune.finetune.trainer import FineTuneConfig
 
     hp = {**{f: getattr(FineTuneConfig(), f) for f in ("r", "alpha", "dropout", "learning_rate", "epochs",
                                                         "batch_size", "max_length", "target_modules")},

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .errors import ConfigError
+from annotune.errors import ConfigError
 
 DEFAULT_PRICES = Path(__file__).with_name("prices.toml")
 _PRICE_KEYS = {"provider", "input", "output", "cached_input", "batch_discount", "date", "source"}

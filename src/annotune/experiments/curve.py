@@ -53,8 +53,8 @@ from typing import Any
 
 import numpy as np
 
-from .codebook import Codebook
-from .compare import (
+from annotune.codebook import Codebook
+from annotune.experiments.compare import (
     CompareConfig,
     Comparison,
     _fingerprint,
@@ -64,9 +64,9 @@ from .compare import (
     label_to_json,
     split_data,
 )
-from .environment import hardware, library_versions
-from .errors import ConfigError, reject_unknown_keys
-from .evaluation import evaluate
+from annotune.environment import hardware, library_versions
+from annotune.errors import ConfigError, reject_unknown_keys
+from annotune.evaluation.metrics import evaluate
 
 ANSWERS = ("generate", "constrained")
 _CURVE_KEYS = {"sizes", "seeds", "answer", "references", "model", "keep_checkpoints"}
@@ -359,7 +359,7 @@ class Curve:
 
     def check_sizes(self) -> None:
         """Refuse, before any work, sizes too small to fine-tune on (every label needs an example)."""
-        from .finetune import FineTuneConfig
+        from annotune.finetune.trainer import FineTuneConfig
 
         cfg = self.cfg
         ft = FineTuneConfig.from_dict({**cfg.finetune, "seed": 0}, file=cfg.source, where="finetune")
@@ -371,7 +371,7 @@ class Curve:
                                   f"and min_examples = {ft.min_examples})", file=cfg.source, field="curve.sizes")
 
     def run(self) -> dict:
-        from .models import resolve_model
+        from annotune.backends.models import resolve_model
 
         cfg, curve = self.cfg, self.curve
         started = time.time()

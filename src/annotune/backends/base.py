@@ -1,0 +1,105 @@
+"""Backends: anything that can label documents from a prompt, behind one interface.
+
+`LocalBackend` runs a causal LM from transformers on this machine, with two ways to answer:
+
+- ``generate``: greedy free generation, then `parse_answer`; what cannot be parsed stays INVALID with
+  its raw text (the Sarus valid-answer measure).
+- ``constrained``: the probability of every allowed answer's full token sequence (multi-token labels and
+  the end-of-turn marker included), normalised over the answers; always valid.
+
+Both share one engine built for CPUs, where a 135M model's output layer over a 49k vocabulary costs more
+than the rest of the network: the prompt part common to all documents (system prompt + few-shot turns)
+is encoded once per run and its key/value cache reused; each document is encoded once, and all questions
+and answer options about it are appended *in the same row* as a token tree with a custom attention mask
+(each option sees the prefix, the document, its question and itself), so nothing is copied per option;
+vocabulary logits are computed only at the positions that are scored.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from annotune.codebook import Codebook
+from annotune.data.dataset import Doc
+from annotune.tasks.prompts import PromptBuilder, dimension_values
+
+ANSWER_MODES = ("generate", "constrained")
+
+
+@dataclass
+class Prediction:
+    """One document's answer. ``label`` is None when the answer is INVALID; ``raw`` is always kept."""
+
+    id: str
+    raw: str
+    label: Any
+    confidence: float | None = None
+    probs: dict | None = None
+    error: str | None = None
+
+
+@dataclass
+class RunStats:
+    """Throughput bookkeeping of one labelling run."""
+
+    docs: int = 0
+    prompt_tokens: int = 0  # tokens actually encoded (the shared prefix counted once)
+    prompt_tokens_nominal: int = 0  # tokens of the full prompts, as an API would bill them
+    generated_tokens: int = 0
+    seconds: float = 0.0
+    truncated_docs: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = {k: v for k, v in self.__dict__.items() if k != "extra"}
+        d.update(self.extra)
+        d["docs_per_s"] = self.docs / self.seconds if self.seconds else None
+        d["prompt_tokens_per_s"] = self.prompt_tokens_nominal / self.seconds if self.seconds else None
+        return d
+
+
+class Backend(ABC):
+    """Labels documents with a codebook's prompt; one implementation per kind of model access."""
+
+    name: str = "backend"
+
+    @abstractmethod
+    def label(self, docs: list[Doc], builder: PromptBuilder, answer: str = "generate", *,
+              progress: bool = True) -> tuple[list[Prediction], RunStats]:
+        """Predictions in the order of ``docs`` and the run's throughput statistics."""
+
+
+def softmax(logps: np.ndarray) -> np.ndarray:
+    e = np.exp(logps - logps.max())
+    return e / e.sum()
+
+
+def decide_constrained(codebook: Codebook, option_probs: list[np.ndarray]) -> tuple[Any, float, dict]:
+    """Turn per-question option probabilities into a label, a confidence and a JSON-able probs dict."""
+    if codebook.kind == "single":
+        p = option_probs[0]
+        best = int(np.argmax(p))
+        probs = {name: float(v) for name, v in zip(codebook.label_names, p)}
+        return codebook.label_names[best], float(p[best]), probs
+    if codebook.kind == "multi":
+        p_yes = np.array([p[0] for p in option_probs])
+        order = np.argsort(-p_yes, kind="stable")
+        chosen = [int(i) for i in order[: codebook.max_labels] if p_yes[i] > 0.5] or [int(order[0])]
+        label = tuple(name for i, name in enumerate(codebook.label_names) if i in chosen)
+        confidence = float(min(max(p, 1 - p) for p in p_yes))
+        return label, confidence, {name: float(v) for name, v in zip(codebook.label_names, p_yes)}
+    values = dimension_values(codebook)
+    label: dict[str, str] = {}
+    probs: dict[str, dict[str, float]] = {}
+    confidence = 1.0
+    for name, p in zip(codebook.label_names, option_probs):
+        best = int(np.argmax(p))
+        if best != 0:  # values[0] is the absent answer
+            label[name] = values[best]
+        probs[name] = {v: float(x) for v, x in zip(values, p)}
+        confidence = min(confidence, float(p[best]))
+    return label, confidence, probs

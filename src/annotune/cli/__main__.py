@@ -1,0 +1,5 @@
+import sys
+
+from annotune.cli.main import app
+
+sys.exit(app())
