@@ -636,7 +636,7 @@ def test_comparison_api_without_cli(tmp_path):
     results = Comparison(cfg, progress=False, log=logs.append).run()
     assert results["systems"][0]["metrics"]["n"] == 9
     assert (tmp_path / "o" / "results.json").exists() and any("running on 9" in m for m in logs)
-    from annotune.experiments.compare import markdown_table
+    from annotune.experiments.results import markdown_table
 
     table = markdown_table(results)
     assert table.splitlines()[0].startswith("| System | Valid %") and "| t | 100.0 |" in table

@@ -70,7 +70,7 @@ def _quiet_libraries() -> None:
 
 
 def print_results_table(results: dict) -> None:
-    from annotune.experiments.compare import table_rows
+    from annotune.experiments.results import table_rows
 
     header, rows = table_rows(results)
     kind = results["task"]["task"]["kind"]

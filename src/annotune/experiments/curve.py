@@ -60,13 +60,12 @@ from annotune.experiments.compare import (
     _fingerprint,
     _model_identity,
     _slug,
-    label_from_json,
-    label_to_json,
     split_data,
 )
 from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError, reject_unknown_keys
 from annotune.evaluation.metrics import evaluate
+from annotune.tasks.labels import label_from_json, label_to_json
 
 ANSWERS = ("generate", "constrained")
 _CURVE_KEYS = {"sizes", "seeds", "answer", "references", "model", "keep_checkpoints"}

@@ -331,7 +331,7 @@ def throughput_figure(results: dict) -> Figure | None:
 
 # ---------------------------------------------------------------------------- sections
 def _comparison_section(results: dict) -> Section:
-    from annotune.experiments.compare import table_rows
+    from annotune.experiments.results import table_rows
 
     sec = Section("comparison", "Comparison")
     if not results["systems"]:

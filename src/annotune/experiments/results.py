@@ -1,0 +1,88 @@
+"""What a comparison leaves behind: the table of metrics and the per-document predictions file."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+from annotune.codebook import Codebook
+from annotune.data.dataset import Doc
+from annotune.tasks.labels import label_from_json
+
+
+def write_predictions_csv(path: Path, systems: list[dict], docs: list[Doc], codebook: Codebook) -> None:
+    """One row per (system, document): id, gold, raw answer, parsed label (INVALID), probability."""
+    from annotune.tasks.parsing import answer_text
+
+    gold = {d.id: answer_text(d.label, codebook) for d in docs}
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["system", "id", "gold", "raw_answer", "parsed_label", "probability", "error"])
+        for s in systems:
+            for p in s["predictions"]:
+                label = label_from_json(p["label"], codebook)
+                parsed = "INVALID" if label is None else answer_text(label, codebook)
+                prob = "" if p["confidence"] is None else f"{p['confidence']:.4f}"
+                writer.writerow([s["name"], p["id"], gold[p["id"]], p["raw"], parsed, prob, p["error"] or ""])
+
+
+def _fmt(x: float | None, pct: bool = False) -> str:
+    if x is None:
+        return "–"
+    return f"{100 * x:.1f}" if pct else f"{x:.3f}"
+
+
+def _ci(m: dict, key: str) -> str:
+    ci = m.get(f"{key}_ci")
+    base = _fmt(m.get(key))
+    return f"{base} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and ci[0] is not None else base
+
+
+def cost_per_1k_docs(stats: dict) -> float | None:
+    """USD per 1,000 documents of a system (API and predictions systems with a price), else None."""
+    if stats.get("cost_per_1k_docs") is not None:
+        return float(stats["cost_per_1k_docs"])
+    if stats.get("cost_usd") is not None and stats.get("docs"):
+        return float(stats["cost_usd"]) * 1000 / stats["docs"]
+    return None
+
+
+def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
+    """Header and rows of the comparison table for the task kind in ``results``."""
+    kind = results["task"]["task"]["kind"]
+    if kind == "single":
+        header = ["System", "Valid %", "Acc (valid)", "Acc (all)", "Macro-F1 [95% CI]", "κ", "docs/s", "seconds"]
+    elif kind == "multi":
+        header = ["System", "Valid %", "Exact (valid)", "Exact (all)", "Micro-F1 [95% CI]", "Macro-F1", "Jaccard",
+                  "docs/s", "seconds"]
+    else:
+        header = ["System", "Valid %", "Presence µF1", "Intensity µF1 [95% CI]", "accD", "Jaccard", "docs/s",
+                  "seconds"]
+    costs = any(cost_per_1k_docs(s["stats"]) is not None for s in results["systems"])
+    if costs:  # API systems: money next to the local systems' compute time
+        header = [*header, "$/1k docs"]
+    rows = []
+    for s in results["systems"]:
+        m, st = s["metrics"], s["stats"]
+        speed = [f"{st['docs_per_s']:.1f}" if st.get("docs_per_s") else "–",
+                 f"{st['seconds']:.1f}" if st.get("seconds") else "–"]
+        if costs:
+            usd = cost_per_1k_docs(st)
+            speed.append("–" if usd is None else f"{usd:.4f}" if usd < 0.1 else f"{usd:.2f}")
+        if kind == "single":
+            rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["accuracy_valid"]), _fmt(m["accuracy"]),
+                         _ci(m, "macro_f1"), _fmt(m.get("kappa")), *speed])
+        elif kind == "multi":
+            rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["accuracy_valid"]), _fmt(m["accuracy"]),
+                         _ci(m, "micro_f1"), _fmt(m["macro_f1"]), _fmt(m["jaccard"]), *speed])
+        else:
+            rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["presence_micro_f1"]),
+                         _ci(m, "intensity_micro_f1"), _fmt(m["accD"]), _fmt(m["jaccard"]), *speed])
+    return header, rows
+
+
+def markdown_table(results: dict) -> str:
+    header, rows = table_rows(results)
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
