@@ -513,7 +513,8 @@ def test_cache_key_covers_endpoint_model_prompt_and_decoding_only():
 
 def test_definitions_false_sends_the_short_fine_tuned_prompt(tmp_path, server):
     """A served fine-tuned run was trained on the short prompt (label names only): `definitions = false`."""
-    from annotune.backends.api.client import build_requests, system_builder
+    from annotune.backends.api.client import build_requests
+    from annotune.systems.api import system_builder
     from annotune.experiments.compare import CompareConfig, split_data
 
     config = write_project(tmp_path, api_system("short", server.url, definitions=False)

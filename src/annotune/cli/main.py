@@ -281,7 +281,7 @@ def plan(
     import json
 
     _quiet_libraries()
-    from annotune.backends.api.client import plan_config
+    from annotune.experiments.plan import plan_config
     from annotune.experiments.compare import CompareConfig
 
     cfg = CompareConfig.load(config, output)

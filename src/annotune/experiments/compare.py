@@ -39,13 +39,14 @@ from typing import Any
 
 from annotune.backends.base import Prediction, RunStats
 from annotune.codebook import Codebook, normalise
-from annotune.data.dataset import BUILTINS, Dataset, Doc, load_data
+from annotune.data.dataset import BUILTINS, Dataset, load_data
 from annotune.environment import hardware, library_versions
 from annotune.errors import AnnotuneError, ConfigError, DataError, reject_unknown_keys
 from annotune.evaluation.metrics import evaluate
 from annotune.experiments.results import write_predictions_csv
-from annotune.tasks.labels import label_from_json, label_to_json
-from annotune.backends.api.client import API_SYSTEM_KEYS, check_api_spec
+from annotune.tasks.labels import label_to_json
+from annotune.backends.api.client import API_SYSTEM_KEYS
+from annotune.systems.api import check_api_spec
 
 SYSTEM_TYPES = ("prompt", "finetuned", "tfidf", "predictions", "api")
 _SYSTEM_KEYS = {
@@ -335,7 +336,7 @@ class Comparison:
         if stype == "finetuned":
             return self._finetuned(spec, train, test)
         if stype == "api":
-            from annotune.backends.api.client import run_api_system
+            from annotune.systems.api import run_api_system
 
             return run_api_system(self.cfg, spec, train, test, progress=self.progress, log=self.log)
         from annotune.tasks.prompts import PromptBuilder, draw_examples
@@ -469,7 +470,7 @@ class Comparison:
                 self._read_answers(spec)
                 identities[spec["name"]] = hashlib.sha256(self._predictions_path(spec).read_bytes()).hexdigest()
             elif stype == "api":
-                from annotune.backends.api.client import api_identity
+                from annotune.systems.api import api_identity
 
                 identities[spec["name"]] = api_identity(self.cfg, spec, i)
             elif stype == "prompt":
