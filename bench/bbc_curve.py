@@ -53,37 +53,37 @@ def main(argv=None) -> int:
     import torch
 
     from annotune.cli.main import _quiet_libraries, print_curve_table, print_results_table
-    from annotune.experiments.compare import CompareConfig, _slug
-    from annotune.experiments.curve import Curve, CurveConfig
-    from annotune.report.builder import write_report
+    from annotune.experiments.config import load_config
+    from annotune.experiments.curve import Curve
+    from annotune.experiments.fingerprints import slug
+    from annotune.report import write_report
 
     _quiet_libraries()
     torch.set_num_threads(os.cpu_count() or 1)
     sizes = [s if s == "all" else int(s) for s in args.sizes]
     output = Path(args.output)
-    cfg = CompareConfig.load(ROOT / "examples" / "bbc-news.toml", output=output)
-    if args.test:
-        cfg.split = {**cfg.split, "max_test": args.test}
+    cfg = load_config(ROOT / "examples" / "bbc-news.toml", output=output)
+    split = cfg.split.model_dump(exclude_unset=True) | ({"max_test": args.test} if args.test else {})
     finetune = {"epochs": args.epochs, "batch_size": args.batch_size}
     if args.lr:
         finetune["learning_rate"] = args.lr
-    cfg.finetune = finetune
-    known = {s["name"] for s in cfg.systems}
+    known = {s.name for s in cfg.systems}
     missing = [r for r in args.references if r not in known]
     if missing:
         ap.error(f"unknown reference(s) {missing}; the config's systems: {sorted(known)}")
-    curve_cfg = CurveConfig(sizes=sizes, seeds=args.seeds, answers=args.answers, references=args.references)
+    cfg = cfg.derive(split=split, finetune=finetune, curve={"sizes": sizes, "seeds": args.seeds,
+                                                             "answer": args.answers, "references": args.references})
     reuse = Path(args.reuse_systems) / "systems"
     if reuse.is_dir() and not args.fresh:  # Comparison reuses a copied system only if its fingerprint matches
         (output / "systems").mkdir(parents=True, exist_ok=True)
         for name in args.references:
-            src, dst = reuse / f"{_slug(name)}.json", output / "systems" / f"{_slug(name)}.json"
+            src, dst = reuse / f"{slug(name)}.json", output / "systems" / f"{slug(name)}.json"
             if src.exists() and not dst.exists():
                 shutil.copy2(src, dst)
 
     load_before = os.getloadavg()
     started = time.time()
-    curve = Curve(cfg, curve_cfg, progress=True, fresh=args.fresh, log=print).run()
+    curve = Curve(cfg, progress=True, fresh=args.fresh, log=print).run()
     seconds = time.time() - started
     results = json.loads((output / "results.json").read_text())
     print_results_table(results)

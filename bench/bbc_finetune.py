@@ -29,7 +29,8 @@ def main(argv=None) -> int:
     import torch
 
     from annotune.cli.main import _quiet_libraries, print_results_table
-    from annotune.experiments.compare import CompareConfig, Comparison
+    from annotune.experiments.compare import Comparison
+    from annotune.experiments.config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=400, help="training articles (seeded stratified subsample)")
@@ -41,12 +42,11 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     _quiet_libraries()
 
-    cfg = CompareConfig.load(ROOT / "examples" / "bbc-news.toml", output=ROOT / "bench" / "results" / "bbc_finetune")
+    cfg = load_config(ROOT / "examples" / "bbc-news.toml", output=ROOT / "bench" / "results" / "bbc_finetune")
     finetune = {"epochs": args.epochs, "batch_size": args.batch_size}
     if args.lr:
         finetune["learning_rate"] = args.lr
-    cfg.finetune = finetune
-    cfg.systems = [
+    cfg = cfg.derive(finetune=finetune, systems=[
         {"name": "smollm2 zero-shot generate", "type": "prompt", "shots": 0, "answer": "generate"},
         {"name": "smollm2 zero-shot constrained", "type": "prompt", "shots": 0, "answer": "constrained"},
         {"name": "smollm2 3-shot constrained", "type": "prompt", "shots": 3, "answer": "constrained",
@@ -56,7 +56,7 @@ def main(argv=None) -> int:
         {"name": f"smollm2 LoRA {args.train} constrained", "type": "finetuned", "train_size": args.train,
          "answer": "constrained"},
         {"name": "tf-idf + logistic regression", "type": "tfidf"},
-    ]
+    ])
     roof = matmul_roofline(torch.bfloat16)
     started = time.time()
     results = Comparison(cfg, progress=True, fresh=args.fresh, log=print).run()

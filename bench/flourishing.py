@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main(argv=None) -> int:
     from annotune.cli.main import _quiet_libraries, print_results_table
-    from annotune.experiments.compare import CompareConfig, Comparison
+    from annotune.experiments.compare import Comparison
+    from annotune.experiments.config import load_config
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--train", type=int, default=None, help="training tweets (default: the whole train split)")
@@ -35,19 +36,20 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     _quiet_libraries()
 
-    cfg = CompareConfig.load(ROOT / "examples" / "flourishing.toml", output=ROOT / "bench" / "results" / "flourishing")
-    cfg.split = {"field": "split", **({"max_test": args.test} if args.test else {})}
-    cfg.finetune = {"epochs": args.epochs, "max_text_tokens": 128, "max_length": 768,
-                    **({"learning_rate": args.lr} if args.lr else {})}
+    cfg = load_config(ROOT / "examples" / "flourishing.toml", output=ROOT / "bench" / "results" / "flourishing")
+    split = {"field": "split", **({"max_test": args.test} if args.test else {})}
+    finetune = {"epochs": args.epochs, "max_text_tokens": 128, "max_length": 768,
+                **({"learning_rate": args.lr} if args.lr else {})}
     finetuned = {"type": "finetuned", "answer": "generate", "max_new_tokens": 192,
                  **({"train_size": args.train} if args.train else {})}
     label = f"LoRA {args.train or 'all'}"
-    cfg.systems = [
+    cfg = cfg.derive(split=split, finetune=finetune, systems=[
         {"name": "GPT-4 (published codings)", "type": "predictions",
-         "path": "../../shared/data/flourishing/gpt4_predictions.jsonl", "label_field": "labels"},
+         "path": str(ROOT.parent / "shared" / "data" / "flourishing" / "gpt4_predictions.jsonl"),
+         "label_field": "labels"},
         {"name": "tf-idf + logistic regression", "type": "tfidf"},
         {"name": f"smollm2 {label} generate", **finetuned},
-    ]
+    ])
     started = time.time()
     results = Comparison(cfg, progress=True, fresh=args.fresh, log=print).run()
     print_results_table(results)

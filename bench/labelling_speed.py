@@ -24,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from collections import Counter
@@ -37,8 +36,8 @@ import torch  # noqa: E402
 
 from annotune.backends.base import RunStats
 from annotune.backends.local import LocalBackend  # noqa: E402
-from annotune.experiments.compare import CompareConfig, split_data  # noqa: E402
-from annotune.data.dataset import load_data  # noqa: E402
+from annotune.experiments.compare import split_data  # noqa: E402
+from annotune.experiments.config import load_config  # noqa: E402
 from annotune.environment import hardware, library_versions  # noqa: E402
 from annotune.backends.models import load_causal_lm  # noqa: E402
 from annotune.tasks.prompts import PromptBuilder, draw_examples, main_question  # noqa: E402
@@ -241,9 +240,9 @@ def main(argv=None) -> int:
     idle_before = wait_idle(args.wait_idle) if args.wait_idle else cpu_idle(2.0)
     started = time.perf_counter()
     load_before = loadavg()
-    cfg = CompareConfig.load(CONFIG)
+    cfg = load_config(CONFIG)
     cb = cfg.codebook
-    dataset = load_data(cfg.data, cb, cfg.source.parent, file=cfg.source)
+    dataset = cfg.load_data()
     train, test = split_data(cfg, dataset)
     docs = test.docs[: args.docs]
     gold = [d.label for d in docs]

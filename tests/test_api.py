@@ -2,7 +2,8 @@
 misbehaving endpoint is needed, a small server of the tests' own). No mocks of the openai SDK.
 
 Covers a full `compare` with API systems, cost accounting, the response cache (rerun for free, resume
-after a kill with zero repeated paid calls), faults (429 + Retry-After, 500, stalls, malformed JSON),
+after a kill with zero repeated paid calls), faults injected in front of the real server by
+`fault_injection` (429 + Retry-After, 500, stalls, malformed JSON),
 retry and money budgets, `annotune plan` against the tokens actually sent, and that the API key is
 never written anywhere.
 """
@@ -26,16 +27,17 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from annotune.backends.api.client import ApiBackend, ApiError, option_probs
-from annotune.backends.local import LocalBackend
+from annotune.backends.api import ApiBackend, ApiError, option_probs
+from annotune.backends.local import LocalBackend, encode_chat
 from annotune.backends.api.cache import ResponseCache, request_key
 from annotune.cli.main import app
 from annotune.data.dataset import Doc
 from annotune.backends.api.pricing import Price, load_prices, lookup, resolve_price
 from annotune.tasks.prompts import PromptBuilder
-from annotune.serve.server import MALFORMED_BODY, encode_chat, make_server, serve_in_thread
+from annotune.serve import create_app
 
 from conftest import REPO, make_codebook
+from fault_injection import MALFORMED_BODY, serve_with_faults
 
 KEY_ENV = "ANNOTUNE_TEST_API_KEY"
 LABELS = ("business", "sport", "tech")
@@ -71,10 +73,10 @@ def backend(tiny_model_dir):
     return LocalBackend(str(tiny_model_dir), dtype="fp32")
 
 
-def start(backend, **kw):
-    srv = make_server(backend=backend, name="tiny", port=0, **kw)
-    serve_in_thread(srv)
-    return srv
+def start(backend, token: str | None = None, faults: str | None = None, **fault_opts):
+    """The real `annotune serve` app over the tiny model, on a uvicorn thread, behind the tests' fault
+    injector (tests/fault_injection.py; with no plan it passes every request on, counting them)."""
+    return serve_with_faults(create_app(backend, model_name="tiny", token=token), faults, **fault_opts)
 
 
 @pytest.fixture(scope="module")
@@ -142,10 +144,10 @@ def compared(tmp_path_factory, server, secret, tiny_model_dir):
                             structured=True, concurrency=3, tokenizer=str(tiny_model_dir)))
     config = write_project(root, systems)
     out = root / "out"
-    served_before = server.state.prompt_tokens
+    served_before = server.usage.prompt_tokens
     plan_before = json.loads(invoke("plan", config, "--output", out, "--json").stdout)
     result = invoke("compare", config, "--output", out, "--quiet")
-    sent = server.state.prompt_tokens - served_before
+    sent = server.usage.prompt_tokens - served_before
     plan_after = json.loads(invoke("plan", config, "--output", out, "--json").stdout)
     rerun = invoke("compare", config, "--output", out, "--quiet", "--fresh")
     yield {"root": root, "out": out, "result": result, "rerun": rerun, "plan_before": plan_before,
@@ -256,8 +258,8 @@ def test_faults_are_retried_and_nothing_is_lost(backend, tmp_path):
     srv = start(backend, faults="ok,429,ok,500,ok,stall,ok,malformed", retry_after=0.2, stall_seconds=2.5)
     try:
         be, preds, stats = label_with(srv, tmp_path, n=8, concurrency=2, timeout=1.5, malformed_retries=3)
-        injected = dict(srv.state.injected)
-        served = list(srv.state.served)
+        injected = dict(srv.faults.injected)
+        served = list(srv.faults.served)
     finally:
         srv.stop()
     ex = stats.extra
@@ -293,7 +295,7 @@ def test_retry_budget_stops_the_run(backend, tmp_path):
     try:
         with pytest.raises(ApiError, match="retry budget exhausted"):
             label_with(srv, tmp_path, n=6, concurrency=1, max_retries=2)
-        requests = srv.state.chat_requests
+        requests = srv.faults.chat_requests
     finally:
         srv.stop()
     assert requests == 6  # 3 answered + 3 failures of which 2 were retried, then the run stopped
@@ -334,7 +336,7 @@ def test_constrained_without_logprobs_falls_back(backend, tmp_path):
     srv = start(backend)
     try:
         _, preds, stats = label_with(srv, tmp_path, n=4, answer="constrained")
-        sent = srv.state.chat_requests
+        sent = srv.faults.chat_requests
     finally:
         srv.stop()
     assert stats.extra["constrained_fallback_docs"] == 4
@@ -355,9 +357,9 @@ def test_killed_run_resumes_with_zero_repeated_paid_calls(backend, tmp_path, sec
         proc = subprocess.Popen([sys.executable, "-m", "annotune.cli", "compare", str(config), "--output", str(out),
                                  "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.time() + 45
-        while time.time() < deadline and srv.state.chat_requests < 5 and proc.poll() is None:
+        while time.time() < deadline and srv.faults.chat_requests < 5 and proc.poll() is None:
             time.sleep(0.05)
-        assert srv.state.chat_requests == 5, proc.stderr.read() if proc.poll() is not None else "timeout"
+        assert srv.faults.chat_requests == 5, proc.stderr.read() if proc.poll() is not None else "timeout"
         proc.kill()
         _, stderr = proc.communicate(timeout=30)
         assert secret not in stderr
@@ -365,14 +367,14 @@ def test_killed_run_resumes_with_zero_repeated_paid_calls(backend, tmp_path, sec
         assert db.execute("SELECT COUNT(*) FROM responses").fetchone()[0] == 4
         db.close()
         assert not (out / "results.json").exists()
-        srv.state.faults = []
+        srv.faults.plan = []
         mp = pytest.MonkeyPatch()
         mp.setenv(KEY_ENV, secret)
         try:
             invoke("compare", config, "--output", out, "--quiet")
         finally:
             mp.undo()
-        served = list(srv.state.served)
+        served = list(srv.faults.served)
     finally:
         srv.stop()
     st = json.loads((out / "results.json").read_text())["systems"][0]["stats"]
@@ -513,15 +515,16 @@ def test_cache_key_covers_endpoint_model_prompt_and_decoding_only():
 
 def test_definitions_false_sends_the_short_fine_tuned_prompt(tmp_path, server):
     """A served fine-tuned run was trained on the short prompt (label names only): `definitions = false`."""
-    from annotune.backends.api.client import build_requests
-    from annotune.systems.api import system_builder
-    from annotune.experiments.compare import CompareConfig, split_data
+    from annotune.backends.api import build_requests
+    from annotune.experiments.compare import run_context, split_data
+    from annotune.experiments.config import build_systems, load_config
 
     config = write_project(tmp_path, api_system("short", server.url, definitions=False)
                            + api_system("long", server.url))
-    cfg = CompareConfig.load(config)
+    cfg = load_config(config)
     train, test = split_data(cfg, cfg.load_data())
-    short, long = (build_requests(test.docs[:1], system_builder(cfg, s, train.docs), "generate", model="tiny",
-                                  base_url=server.url)[0].body["messages"][0]["content"] for s in cfg.systems)
+    short, long = (build_requests(test.docs[:1], s.builder(train.docs), "generate", model="tiny",
+                                  base_url=server.url)[0].body["messages"][0]["content"]
+                   for s in build_systems(cfg, run_context(cfg)))
     assert "companies, markets" in long and "companies, markets" not in short
     assert "- business" in short

@@ -84,7 +84,7 @@ def _spy_forward(monkeypatch, b: LocalBackend) -> list[list[int]]:
 
 
 def _head_ids(b: LocalBackend, parts) -> list[int]:
-    ids = b._ids(parts.prefix)
+    ids = b.encode(parts.prefix)
     if getattr(b.tokenizer, "chat_template", None) is None and b.tokenizer.bos_token_id is not None:
         ids = [b.tokenizer.bos_token_id] + ids
     return ids
@@ -93,14 +93,14 @@ def _head_ids(b: LocalBackend, parts) -> list[int]:
 def _reference_option_probs(b: LocalBackend, builder: PromptBuilder, doc: Doc) -> list[np.ndarray]:
     """Naive: one plain forward per (question, option) over the full prompt + option tokens."""
     parts = builder.parts(b.tokenizer)
-    head = _head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b._ids(parts.between)
+    head = _head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b.encode(parts.between)
     out = []
     for q in constrained_questions(builder.codebook):
-        ctx = head + b._ids(q.text + parts.suffix)
-        if b.max_text_tokens is None or len(b._ids(doc.text)) <= b.max_text_tokens:
+        ctx = head + b.encode(q.text + parts.suffix)
+        if b.max_text_tokens is None or len(b.encode(doc.text)) <= b.max_text_tokens:
             # the piecewise token ids are the full prompt string
             assert b.tokenizer.decode(ctx) == parts.full(doc.text, q.text)
-        opts = b._option_ids(q.options, parts.end_of_turn)
+        opts = b.option_ids(q.options, parts.end_of_turn)
         # one plain causal forward for all options, right-padded (padding comes after what is scored)
         width = len(ctx) + max(map(len, opts))
         ids = torch.full((len(opts), width), b.tokenizer.pad_token_id)
@@ -191,12 +191,12 @@ def test_generate_equals_hf_generate(backend, monkeypatch, kind):
     preds, stats = b.label(docs, builder, "generate", progress=False)
     assert len(calls) == 1 and len(set(calls[0])) == 3  # one padded batch of three
     parts = builder.parts(b.tokenizer)
-    stop = b._stop_ids(parts)
+    stop = b.stop_ids(parts.end_of_turn)
     assert stop == {b.tokenizer.convert_tokens_to_ids("<|im_end|>")}
-    q_ids = b._ids(main_question(codebook) + parts.suffix)
+    q_ids = b.encode(main_question(codebook) + parts.suffix)
     total = 0
     for doc, pred in zip(docs, preds):
-        ids = _head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b._ids(parts.between) + q_ids
+        ids = _head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b.encode(parts.between) + q_ids
         with torch.no_grad():
             out = b.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
                                    max_new_tokens=8, do_sample=False, eos_token_id=sorted(stop),
@@ -235,7 +235,7 @@ def test_generate_stops_at_end_of_turn(backend, monkeypatch):
     """A stop token ends a row; other rows go on; the stop token is not part of the answer."""
     b = _with(backend, batch_size=2, max_new_tokens=5)
     eot = b.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    sport = b._ids("sport")
+    sport = b.encode("sport")
     script = {0: [*sport, eot, 111, 111], 1: [222, 223, 224, 225, 226]}  # per row, by step
     real_head = b.lm_head
     step = {"n": 0}
@@ -255,6 +255,79 @@ def test_generate_stops_at_end_of_turn(backend, monkeypatch):
     assert preds[0].raw == "sport" and preds[0].label == "sport" and preds[0].error is None
     assert preds[1].raw == b.tokenizer.decode([222, 223, 224, 225, 226])
     assert stats.generated_tokens == len(sport) + 5
+
+
+# ---------------------------------------------------------------------------- the public engine surface
+def _chat_ids(b: LocalBackend, text: str = TEXTS[1]) -> list[int]:
+    return b.encode_chat(PromptBuilder(make_codebook("single")).messages(text))
+
+
+def test_engine_tokens(backend):
+    from annotune.backends.local import encode_chat
+
+    b = backend
+    assert b.decode(b.encode("Shares fell.")) == "Shares fell."
+    messages = PromptBuilder(make_codebook("single")).messages(TEXTS[0])
+    ids = b.encode_chat(messages)
+    assert ids == encode_chat(b.tokenizer, messages)
+    assert b.decode(ids).endswith("<|im_start|>assistant\n")  # rendered for answering
+    assert b.context_length == 2048
+    # one definition of the stop tokens: the chat template's end of turn (and EOS)
+    parts = PromptBuilder(make_codebook("single")).parts(b.tokenizer)
+    assert b.stop_ids() == b.stop_ids(parts.end_of_turn) == {b.tokenizer.convert_tokens_to_ids("<|im_end|>")}
+    assert b.option_ids(("sport", "sport news")) == b.option_ids(("sport", "sport news"), parts.end_of_turn)
+
+
+def test_engine_generate_equals_hf_generate_with_logprobs(backend):
+    b = backend
+    ids = _chat_ids(b)
+    gen = b.generate(ids, 8, top_logprobs=5)
+    stop = b.stop_ids()
+    with torch.no_grad():
+        out = b.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=8, do_sample=False, eos_token_id=sorted(stop),
+                               pad_token_id=b.tokenizer.pad_token_id, output_scores=True,
+                               return_dict_in_generate=True)
+    new = out.sequences[0, len(ids):].tolist()
+    cut = next((i for i, t in enumerate(new) if t in stop), len(new))
+    assert gen.token_ids == new[:cut]
+    assert gen.text == b.decode(new[:cut])
+    assert gen.finish_reason == ("stop" if cut < len(new) or len(new) < 8 else "length")
+    assert len(gen.logprobs) == len(gen.top_logprobs) == len(gen.token_ids)
+    for step, (tok, lp, top) in enumerate(zip(gen.token_ids, gen.logprobs, gen.top_logprobs)):
+        ref = torch.log_softmax(out.scores[step][0].double(), dim=-1)
+        assert lp == pytest.approx(float(ref[tok]), abs=1e-4)
+        assert len(top) == 5 and top[0][0] == tok
+        assert [v for _, v in top] == sorted((v for _, v in top), reverse=True)
+        for i, v in top:
+            assert v == pytest.approx(float(ref[i]), abs=1e-4)
+    # without top_logprobs nothing is recorded, the answer is the same; a token limit ends with "length"
+    plain = b.generate(ids, 8)
+    assert plain.token_ids == gen.token_ids and plain.logprobs is None and plain.top_logprobs is None
+    assert b.generate(ids, 8, top_logprobs=0).top_logprobs == [[] for _ in gen.token_ids]
+    short = b.generate(ids, 1, stop_ids=set())
+    assert len(short.token_ids) == 1 and short.finish_reason == "length"
+    with pytest.raises(ValueError):
+        b.generate([], 4)
+
+
+def test_engine_score_options_equals_reference(backend):
+    b = backend
+    ids = _chat_ids(b)
+    options = ("sport", "sport news", "politics and government")
+    scores = b.score_options(ids, options)
+    assert scores.options == options
+    assert scores.token_ids == b.option_ids(options)
+    assert scores.token_ids[0][-1] == b.tokenizer.convert_tokens_to_ids("<|im_end|>")  # "sport" is a prefix
+    ref = []
+    for opt in scores.token_ids:
+        with torch.no_grad():
+            logits = b.model(torch.tensor([ids + opt])).logits[0, len(ids) - 1: -1]
+        logp = torch.log_softmax(logits.double(), dim=-1)
+        ref.append(sum(float(logp[j, t]) for j, t in enumerate(opt)))
+    assert scores.logprobs == pytest.approx(ref, abs=1e-4)
+    assert scores.probs.sum() == pytest.approx(1.0)
+    assert scores.probs == pytest.approx(np.exp(ref) / np.exp(ref).sum(), abs=1e-5)
 
 
 # ---------------------------------------------------------------------------- order and statistics
@@ -279,17 +352,17 @@ def test_results_in_input_order(backend, answer):
     assert stats.truncated_docs == 0
     assert stats.seconds > 0
     parts = builder.parts(b.tokenizer)
-    prefix_len = len(b._ids(parts.prefix))
-    doc_lens = [len(b._ids(d.text)) + len(b._ids(parts.between)) for d in docs]
+    prefix_len = len(b.encode(parts.prefix))
+    doc_lens = [len(b.encode(d.text)) + len(b.encode(parts.between)) for d in docs]
     if answer == "generate":
-        q_len = len(b._ids(main_question(codebook) + parts.suffix))
+        q_len = len(b.encode(main_question(codebook) + parts.suffix))
         assert stats.prompt_tokens == prefix_len + sum(doc_lens) + 4 * q_len
         assert stats.prompt_tokens_nominal == sum(prefix_len + n + q_len for n in doc_lens)
         assert stats.generated_tokens > 0
         # the shared prefix is encoded once, not once per document
         assert stats.prompt_tokens < stats.prompt_tokens_nominal
     else:
-        q_len = len(b._ids(main_question(codebook) + parts.suffix))
+        q_len = len(b.encode(main_question(codebook) + parts.suffix))
         assert stats.prompt_tokens_nominal == sum(prefix_len + n + q_len for n in doc_lens)
         assert stats.prompt_tokens > prefix_len + sum(doc_lens)
         assert stats.generated_tokens == 0
@@ -300,7 +373,7 @@ def test_results_in_input_order(backend, answer):
 def test_truncated_docs_counted(backend):
     b = _with(backend, batch_size=4, max_text_tokens=5, max_new_tokens=2)
     docs = _docs()
-    n_long = sum(len(b._ids(d.text)) > 5 for d in docs)
+    n_long = sum(len(b.encode(d.text)) > 5 for d in docs)
     assert n_long == 2
     for answer in ("generate", "constrained"):
         _, stats = b.label(docs, PromptBuilder(make_codebook("multi")), answer, progress=False)
@@ -404,8 +477,8 @@ def test_real_model_constrained_obvious_texts(embedded_model_dir):
 def test_end_of_turn_is_scored_only_where_an_option_is_a_prefix_of_another(backend):
     b = backend if not isinstance(backend, tuple) else backend[0]
     eot = "<|im_end|>"
-    plain = b._option_ids(("business", "sport"), eot)
-    assert plain == [b._ids("business"), b._ids("sport")]
-    assert b._ids("sport news")[:2] == b._ids("sport")  # a token-level prefix
-    ambiguous = b._option_ids(("sport", "sport news"), eot)
-    assert ambiguous == [b._ids("sport" + eot), b._ids("sport news" + eot)]
+    plain = b.option_ids(("business", "sport"), eot)
+    assert plain == [b.encode("business"), b.encode("sport")]
+    assert b.encode("sport news")[:2] == b.encode("sport")  # a token-level prefix
+    ambiguous = b.option_ids(("sport", "sport news"), eot)
+    assert ambiguous == [b.encode("sport" + eot), b.encode("sport news" + eot)]

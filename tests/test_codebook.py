@@ -202,6 +202,21 @@ def test_unknown_kind():
     assert "single, multi, dimensions" in exc.message
 
 
+@pytest.mark.parametrize("kind", ["single", "multi", "dimensions"])
+def test_codebook_task_is_its_kind_bound_to_it(kind):
+    from annotune.tasks import get_task
+
+    cb = make_codebook(kind)
+    assert isinstance(cb.task, get_task(kind)) and cb.task.codebook is cb and cb.task.name == kind
+    assert cb.task is cb.task  # built once
+    assert cb.label_field == get_task(kind).default_label_field and cb.options == {}
+
+
+def test_kind_must_be_a_string():
+    exc = error(build, kind=["single"])
+    assert exc.field == "task.kind" and "unknown task kind" in exc.message
+
+
 def test_unknown_task_key_is_a_typo():
     exc = error(build, kind="multi", maxlabels=2)
     assert exc.field == "task.maxlabels" and "unknown key 'maxlabels'" in exc.message

@@ -18,7 +18,8 @@ import pytest
 from typer.testing import CliRunner
 
 from annotune.cli.main import app
-from annotune.experiments.compare import CompareConfig, Comparison, split_data
+from annotune.experiments.compare import split_data
+from annotune.experiments.config import ExperimentConfig, load_config
 from annotune.errors import AnnotuneError
 
 from conftest import FLOURISHING, REPO
@@ -438,10 +439,10 @@ def _config(tmp_path: Path, split: str, seed: int = 7, records=None, data: str =
     path = tmp_path / f"config-{seed}.toml"
     path.write_text(config_text("codebook.toml", '[[systems]]\nname = "t"\ntype = "tfidf"\n', split=split,
                                 data=data, seed=seed), encoding="utf-8")
-    return CompareConfig.load(path)
+    return load_config(path)
 
 
-def _split_ids(cfg: CompareConfig) -> tuple[list[str], list[str]]:
+def _split_ids(cfg: ExperimentConfig) -> tuple[list[str], list[str]]:
     train, test = split_data(cfg, cfg.load_data())
     return train.ids, test.ids
 
@@ -586,22 +587,22 @@ def test_dimensions_compare(tmp_path, tiny_model_dir):
 
 # ------------------------------------------------------------------------------ examples
 def test_flourishing_example_config_loads():
-    cfg = CompareConfig.load(REPO / "examples" / "flourishing.toml")
+    cfg = load_config(REPO / "examples" / "flourishing.toml")
     assert cfg.name == "flourishing" and cfg.seed == 13
     assert cfg.codebook.kind == "dimensions" and len(cfg.codebook.labels) == 46
     assert cfg.codebook.scale == ["low", "medium", "high"]
     assert cfg.codebook.canonical_label("mastery (ability or capability)") == "mastery (ability, capability)"
-    assert cfg.split == {"field": "split", "max_test": 40}
-    types = [s.get("type", "prompt") for s in cfg.systems]
+    assert cfg.split.model_dump(exclude_unset=True) == {"field": "split", "max_test": 40}
+    types = [s.type for s in cfg.systems]
     assert types == ["prompt", "prompt", "tfidf", "predictions"]
 
 
 def test_bbc_example_config_loads():
-    cfg = CompareConfig.load(REPO / "examples" / "bbc-news.toml")
+    cfg = load_config(REPO / "examples" / "bbc-news.toml")
     assert cfg.codebook.label_names == ["business", "entertainment", "politics", "sport", "tech"]
     assert cfg.codebook.canonical_label("sports") == "sport"
-    assert cfg.split == {"test_size": 200}
-    kinds = {(s.get("type", "prompt"), s.get("shots", 0), s.get("answer")) for s in cfg.systems}
+    assert cfg.split.model_dump(exclude_unset=True) == {"test_size": 200}
+    kinds = {(s.type, getattr(s, "shots", 0), getattr(s, "answer", None)) for s in cfg.systems}
     # the systems the README promises: zero-shot generate/constrained, 3-shot constrained, TF-IDF, LoRA
     assert {("prompt", 0, "generate"), ("prompt", 0, "constrained"), ("prompt", 3, "constrained"),
             ("tfidf", 0, None), ("finetuned", 0, "generate")} <= kinds
@@ -612,7 +613,7 @@ def test_check_flourishing_example():
     result = invoke("check", REPO / "examples" / "flourishing.toml")
     assert "codebook 'flourishing': dimensions, 46 labels — ok" in result.stdout
     assert "test 40 — ok" in result.stdout
-    cfg = CompareConfig.load(REPO / "examples" / "flourishing.toml")
+    cfg = load_config(REPO / "examples" / "flourishing.toml")
     train, test = split_data(cfg, cfg.load_data())
     assert len(test) == 40 and all(d.split == "test" for d in test) and all(d.split == "train" for d in train)
     assert test.ids == split_data(cfg, cfg.load_data())[1].ids
@@ -632,8 +633,10 @@ def test_comparison_api_without_cli(tmp_path):
     (tmp_path / "c.toml").write_text(config_text("codebook.toml", '[[systems]]\nname = "t"\ntype = "tfidf"\n',
                                                  split="test_size = 9"), encoding="utf-8")
     logs: list[str] = []
-    cfg = CompareConfig.load(tmp_path / "c.toml", tmp_path / "o")
-    results = Comparison(cfg, progress=False, log=logs.append).run()
+    import annotune
+
+    cfg = annotune.load_config(tmp_path / "c.toml", tmp_path / "o")
+    results = annotune.compare(cfg, log=logs.append)
     assert results["systems"][0]["metrics"]["n"] == 9
     assert (tmp_path / "o" / "results.json").exists() and any("running on 9" in m for m in logs)
     from annotune.experiments.results import markdown_table

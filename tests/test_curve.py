@@ -5,7 +5,6 @@ curve with a tiny random Llama that is interrupted, resumed point by point, exte
 from __future__ import annotations
 
 import csv
-import dataclasses
 import json
 import random
 from pathlib import Path
@@ -15,10 +14,11 @@ import pytest
 from typer.testing import CliRunner
 
 from annotune.cli.main import app
-from annotune.experiments.compare import CompareConfig, Comparison, _fingerprint, split_data
+from annotune.experiments.compare import run_context, split_data
+from annotune.experiments.config import load_config
+from annotune.experiments.fingerprints import fingerprint
 from annotune.experiments.curve import (
     Curve,
-    CurveConfig,
     aggregate,
     f1_from_counts,
     primary_counts,
@@ -82,12 +82,13 @@ def test_subsample_is_deterministic_and_stratified():
 
 def test_point_training_set_is_the_seeded_subsample(tmp_path):
     config = write_project(tmp_path, "/nonexistent-model")
-    cfg = CompareConfig.load(config, tmp_path / "out")
+    cfg = load_config(config, tmp_path / "out")
     train, _ = split_data(cfg, cfg.load_data())
-    curve = Curve(cfg, CurveConfig.from_compare(cfg), progress=False)
+    curve = Curve(cfg, progress=False)
     for size, seed in ((6, 1), (6, 2), (12, 1)):
-        spec = curve.point_spec(size, seed, "constrained")
-        data, ft_cfg, _, run = Comparison(dataclasses.replace(cfg, seed=seed)).finetune_spec(spec, train)
+        system = curve.point_system(size, seed, "constrained", run_context(cfg, seed=seed))
+        data = system.training_data(train)
+        ft_cfg, run = system.config.finetune, system.run_folder(data)
         assert [d.id for d in data] == [d.id for d in train.subsample(size, seed=seed)]
         assert ft_cfg.seed == seed and ft_cfg.r == 4  # the point's seed, the shared [finetune] table
         assert run.parent == tmp_path / "out" / "finetuned"
@@ -259,9 +260,8 @@ answer = "generate"
 ])
 def test_bad_curve_tables_are_rejected_clearly(tmp_path, curve, field, message):
     config = write_project(tmp_path, "smollm2", curve=curve)
-    cfg = CompareConfig.load(config)
     with pytest.raises(ConfigError, match=message) as err:
-        CurveConfig.from_compare(cfg)
+        load_config(config)
     assert str(config) in str(err.value) and field in str(err.value)
 
 
@@ -273,14 +273,14 @@ def test_curve_without_a_curve_table_and_compare_without_systems(tmp_path):
     # a config with only a [curve] is valid for `curve`, and `compare` says what to do with it
     only_curve = write_project(tmp_path, "smollm2", curve="sizes = [6]\nseeds = [1]\n")
     only_curve.write_text(only_curve.read_text().split("[[systems]]")[0], encoding="utf-8")
-    assert CurveConfig.from_compare(CompareConfig.load(only_curve)).references is None
+    assert load_config(only_curve).curve.references is None
     result = CliRunner().invoke(app, ["compare", str(only_curve), "-q"])
     assert result.exit_code == 2 and "run `annotune curve`" in result.stderr
 
 
 def test_sizes_too_small_to_fine_tune_are_refused_before_any_work(tmp_path):
     config = write_project(tmp_path, "smollm2", curve="sizes = [2, 12]\n")
-    cfg = CompareConfig.load(config, tmp_path / "out")
+    cfg = load_config(config, tmp_path / "out")
     with pytest.raises(ConfigError, match="size 2 is too small: fine-tuning needs at least 4 documents") as err:
         Curve(cfg, progress=False, log=lambda m: None).run()
     assert "curve.sizes" in str(err.value) and not (tmp_path / "out").exists()
@@ -340,7 +340,7 @@ def test_a_rerun_skips_finished_points(curve_run):
 
 def test_points_hold_metrics_training_and_predictions(curve_run):
     out = curve_run["out"]
-    cfg = CompareConfig.load(curve_run["config"], out)
+    cfg = load_config(curve_run["config"], out)
     train, test = split_data(cfg, cfg.load_data())
     runs = set()
     for size in (6, 12):
@@ -348,7 +348,7 @@ def test_points_hold_metrics_training_and_predictions(curve_run):
             point = json.loads((out / "curve" / "points" / f"{size}-{seed}.json").read_text())
             assert point["size"] == size and point["seed"] == seed and point["n_train"] == size
             assert len(point["fingerprint"]) == 16
-            assert point["train_ids_sha256"] == _fingerprint([d.id for d in train.subsample(size, seed=seed)])
+            assert point["train_ids_sha256"] == fingerprint([d.id for d in train.subsample(size, seed=seed)])
             assert set(point["answers"]) == {"generate", "constrained"}
             for answer in point["answers"].values():
                 assert answer["metrics"]["n"] == len(test) == 20
@@ -392,10 +392,11 @@ def test_extending_and_changing_a_curve_reruns_only_what_changed(curve_run):
     assert more.stderr.count("fine-tuning") == 2
     # a damaged point file is recomputed, not trusted: its adapter is reused, nothing is trained
     (out / "curve" / "points" / "6-1.json").write_text('{"size": 6, "se', encoding="utf-8")
-    # a different bootstrap changes every point's fingerprint: all re-evaluated, none retrained
+    # a different bootstrap changes every fingerprint (intervals differ): the 6 points and the 2 references
+    # are re-evaluated, nothing is retrained
     config.write_text(config.read_text().replace("bootstrap = 100", "bootstrap = 50"), encoding="utf-8")
     again = invoke("curve", config, "-o", out, "-q")
-    assert "): reusing" not in again.stderr and again.stderr.count(" …") == 6
+    assert "reusing" not in again.stderr and again.stderr.count(" …") == 8
     assert "fine-tuning" not in again.stderr
     curve = json.loads((out / "curve" / "curve.json").read_text())
     assert curve["n_boot"] == 50 and all(len(r["seeds"]) == 3 for r in curve["answers"]["generate"]["rows"])

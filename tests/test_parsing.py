@@ -303,3 +303,21 @@ def test_never_raises_on_garbage():
             got = parse_answer(text, cb)
             assert got.raw == text
             assert (got.label is None) is (got.error is not None)
+
+
+@pytest.mark.parametrize("text", ["{1, 2}", "[{1, 2}]", '{"tech"}', "{'a', 'b'}", "[{'tech'}]"])
+def test_python_set_literals_are_invalid_not_a_crash(text):
+    # ast.literal_eval turns these into sets, which once crashed the error message (json.dumps of a set)
+    for cb in (SINGLE, MULTI, DIMS):
+        got = parse_answer(text, cb)
+        assert got.raw == text
+        assert (got.label is None) is (got.error is not None)
+    assert parse_answer("{1, 2}", SINGLE).error == "expected a label, got '[1, 2]'"
+    assert not parse_answer('{"tech"}', MULTI).valid
+
+
+def test_parse_answer_is_the_codebook_task_parser():
+    for cb, text in ((SINGLE, "Tech."), (MULTI, '["sport", "business"]'), (DIMS, '{"happiness": "high"}')):
+        assert parse_answer(text, cb) == cb.task.parse(text)
+        label = cb.task.parse(text).label
+        assert answer_text(label, cb) == cb.task.answer_text(label)

@@ -21,7 +21,10 @@ import pytest
 from typer.testing import CliRunner
 
 from annotune.cli.main import app
-from annotune.report.builder import load_report_data, methods_paragraph
+from annotune.report import load_report_data, methods_paragraph, write_report
+from annotune.report.format import ci_text, number, size_label
+from annotune.report.render import environment, render_html
+from annotune.report.sections import build_sections
 
 LABELS = ("business", "sport", "tech")
 WORDS = {
@@ -169,16 +172,22 @@ def test_report_sections_tables_and_invalid_column(report_folder):
     rows = curve["answers"]["constrained"]["rows"]
     assert [r["n_train"] for r in rows] == [6, 12] and all(len(r["values"]) == 2 for r in rows)
     assert "Smallest size: mean ≥ reference" in page and "Smallest size: CI lower bound ≥ reference" in page
-    # cost: the predictions file's cost; manifest: libraries, hardware, test ids, the config file itself
+    # cost: the predictions file's cost; manifest: libraries, hardware, test ids, the config file as run
     assert "0.0525" in page  # 2.5 USD per 1000 documents × 21
-    for text in (results["environment"]["libraries"]["torch"], results["data"]["test_ids_sha256"],
-                 "cost_per_1k_docs = 2.5", results["environment"]["hardware"]["cpu"]):
-        assert html.escape(str(text)) in page
-    assert html.escape(methods_paragraph(results)) in page
+    text = html.unescape(page)
+    for item in (results["environment"]["libraries"]["torch"], results["data"]["test_ids_sha256"],
+                 results["environment"]["hardware"]["cpu"]):
+        assert str(item) in text
+    # the config file's text as run, stored by compare in results.json
+    assert results["config_text"] and "cost_per_1k_docs = 2.5" in text
+    assert methods_paragraph(results) in text
 
 
 def test_methods_paragraph_states_models_prompts_sizes_seeds_and_metrics(report_folder):
-    text = methods_paragraph(load_report_data(report_folder))
+    results = load_report_data(report_folder)
+    text = methods_paragraph(results)
+    tiny = next(s for s in results["systems"] if s["name"] == "tiny zero-shot constrained")
+    assert f"{Path(tiny['spec']['model']).name} prompted zero-shot" in text  # the model from the stored spec
     for part in ("single-label codebook of 3 labels (business, sport, tech)", "held-out test set of 21 documents",
                  "prompted zero-shot with constrained answering", "TF-IDF", "GPT-4 <file> | $2.50",
                  "LoRA (rank 4, α = 8", "6 and 12 training documents", "2 seeds per size (seeds 1, 2",
@@ -203,6 +212,67 @@ def test_compare_writes_the_report_without_a_curve(tmp_path, tiny_model_dir):
     assert f"report: {tmp_path / 'out' / 'report.html'}" in result.stdout
     page = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
     assert "No learning curve in this folder" in page and page.count("<img ") == 4  # 2 confusion, per-class, cost
+
+
+def _results_copy(report_folder: Path, folder: Path, **changes) -> Path:
+    """The report folder's results.json (with the curve) rewritten into ``folder`` with ``changes``."""
+    results = json.loads((report_folder / "results.json").read_text(encoding="utf-8"))
+    results.update(changes)
+    folder.mkdir(parents=True)
+    (folder / "results.json").write_text(json.dumps(results), encoding="utf-8")
+    shutil.copytree(report_folder / "curve", folder / "curve")
+    return folder
+
+
+def test_report_takes_config_text_and_models_from_results_not_from_the_config_file(report_folder, tmp_path):
+    results = load_report_data(report_folder)
+    tiny = next(s for s in results["systems"] if s["name"] == "tiny zero-shot constrained")
+    systems = [{**s, "spec": {**s["spec"], "model": "org/stored-model"}} if s is tiny else s
+               for s in results["systems"]]
+    stored = _results_copy(report_folder, tmp_path / "stored", systems=systems, config="/nowhere/config.toml",
+                           config_text='name = "as <run>"\n')
+    page = html.unescape((write_report(stored)["html"]).read_text(encoding="utf-8"))
+    assert "Config file (as run)" in page and 'name = "as <run>"' in page
+    assert "org/stored-model prompted zero-shot with constrained answering" in page
+    # an older results.json: no config text (the file on disk is not read), the embedded model's name
+    old_systems = [{**s, "spec": {k: v for k, v in s["spec"].items() if k != "model"}} for s in results["systems"]]
+    old = _results_copy(report_folder, tmp_path / "old", systems=old_systems, config_text=None)
+    assert Path(results["config"]).is_file()
+    page = html.unescape((write_report(old)["html"]).read_text(encoding="utf-8"))
+    assert "Config file" not in page and "cost_per_1k_docs" not in page.split("Reproducibility manifest")[1]
+    assert "SmolLM2-135M-Instruct prompted zero-shot" in page
+
+
+def test_the_look_comes_from_templates(report_folder, tmp_path):
+    """A copy of the shipped templates with another style changes the page without code."""
+    from annotune.report.render import TEMPLATES
+
+    shutil.copytree(TEMPLATES, tmp_path / "look")
+    template = tmp_path / "look" / "report.html"
+    template.write_text(template.read_text(encoding="utf-8").replace("<style>", "<style>h2{color:#c0ffee}"),
+                        encoding="utf-8")
+    results = load_report_data(report_folder)
+    page = render_html(results, build_sections(results), templates=str(tmp_path / "look"))
+    assert "h2{color:#c0ffee}" in page and '<section id="methods">' in page
+    assert environment().autoescape("report.html") and not environment().autoescape("report.md")
+
+
+def test_formatting_helpers():
+    assert ci_text(0.81234, [0.7, 0.9]) == "0.812 [0.700, 0.900]"
+    assert ci_text(0.5, None) == "0.500" and ci_text(None, [0.1, 0.2]) == "–"
+    assert size_label("all", 4321) == "all (4,321)" and size_label(1000, 1000) == "1,000"
+    assert number(1234.5) == "1,234" and number(12.34) == "12.3" and number(None) == "–" and number(7) == "7"
+
+
+def test_only_kinds_module_knows_the_task_kinds():
+    """Kind-specific wording lives in report/kinds.py (until task kinds carry it themselves)."""
+    from annotune import report
+
+    folder = Path(report.__file__).parent
+    for path in folder.rglob("*.py"):
+        if path.name != "kinds.py":
+            source = path.read_text(encoding="utf-8")
+            assert not re.search(r'"(single|multi|dimensions)"', source), path
 
 
 # ---------------------------------------------------------------------------- other task kinds

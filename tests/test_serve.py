@@ -1,5 +1,5 @@
-"""`annotune serve`: an OpenAI-compatible server over the local backend, checked over real HTTP on
-127.0.0.1 with the official openai SDK and with raw HTTP.
+"""`annotune serve`: an OpenAI-compatible server (FastAPI on uvicorn) over the local backend, checked
+over real HTTP on 127.0.0.1 with the official openai SDK and with raw HTTP.
 
 The served model is the tiny random Llama with the real SmolLM2 tokenizer and chat template: answers
 are random, but prompts, token counts, greedy decoding, log-probabilities and the constrained scorer
@@ -14,6 +14,7 @@ import math
 import os
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -22,13 +23,13 @@ import numpy as np
 import openai
 import pytest
 
-from annotune.backends.local import LocalBackend
+from annotune.backends.local import LocalBackend, encode_chat
 from annotune.data.dataset import Doc
-from annotune.errors import ConfigError
+from annotune.serve import ServerThread, create_app, start_server
 from annotune.tasks.prompts import PromptBuilder, constrained_questions
-from annotune.serve.server import MALFORMED_BODY, encode_chat, make_server, parse_faults, serve_in_thread
 
 from conftest import REPO, make_codebook
+from fault_injection import MALFORMED_BODY, parse_faults, serve_with_faults
 
 TEXTS = [
     "The striker scored twice as the team won the cup final.",
@@ -45,8 +46,7 @@ def backend(tiny_model_dir):
 
 @pytest.fixture(scope="module")
 def server(backend):
-    srv = make_server(backend=backend, name="tiny", port=0)
-    serve_in_thread(srv)
+    srv = start_server(create_app(backend, model_name="tiny"))
     yield srv
     srv.stop()
 
@@ -59,13 +59,13 @@ def docs() -> list[Doc]:
     return [Doc(id=f"d{i}", text=t, label=None) for i, t in enumerate(TEXTS)]
 
 
-def raw_http(srv, method: str, path: str, body: bytes | None = None, headers: dict | None = None):
-    host, port = srv.server_address[:2]
-    conn = http.client.HTTPConnection(host, port, timeout=10)
+def raw_http(srv, method: str, path: str, body=None, headers: dict | None = None, **kw):
+    conn = http.client.HTTPConnection(srv.host, srv.port, timeout=10)
     try:
-        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})})
+        conn.request(method, path, body=body, headers={"Content-Type": "application/json", **(headers or {})},
+                     **kw)
         resp = conn.getresponse()
-        return resp.status, dict(resp.getheaders()), resp.read().decode()
+        return resp.status, resp.headers, resp.read().decode()  # headers: case-insensitive
     finally:
         conn.close()
 
@@ -145,20 +145,22 @@ def test_label_enum_constraint_is_the_constrained_scorer(server, backend, wrappe
 
 
 def test_bearer_token(backend):
-    srv = make_server(backend=backend, name="tiny", port=0, token="s3cret-token-123")
-    serve_in_thread(srv)
-    try:
+    with ServerThread(create_app(backend, model_name="tiny", token="s3cret-token-123")) as srv:
         with pytest.raises(openai.AuthenticationError) as exc:
             client(srv, key="wrong-key-abcdef").models.list()
         assert "wrong-key-abcdef" not in str(exc.value)
         status, headers, body = raw_http(srv, "POST", "/v1/chat/completions", b"{}")
         assert status == 401 and "Bearer" in headers.get("WWW-Authenticate", "")
+        assert json.loads(body)["error"]["code"] == "invalid_api_key"
+        # checked before routing: unknown paths do not tell an outsider what exists
+        assert raw_http(srv, "GET", "/v1/nothing")[0] == 401
+        assert raw_http(srv, "GET", "/v1/models", headers={"Authorization": "Basic s3cret-token-123"})[0] == 401
+        assert raw_http(srv, "GET", "/health")[0] == 200  # health checks need no token
         assert [m.id for m in client(srv, key="s3cret-token-123").models.list().data] == ["tiny"]
         out = client(srv, key="s3cret-token-123").chat.completions.create(
             model="tiny", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
         assert out.usage.completion_tokens <= 2
-    finally:
-        srv.stop()
+        assert srv.app.state.serve.usage.requests == 1
 
 
 def test_request_errors_are_openai_shaped(server):
@@ -175,7 +177,57 @@ def test_request_errors_are_openai_shaped(server):
     assert status == 400 and "stream" in json.loads(body)["error"]["message"]
     status, _, body = raw_http(server, "POST", "/v1/chat/completions", b"{not json")
     assert status == 400 and json.loads(body)["error"]["type"] == "invalid_request_error"
-    assert raw_http(server, "GET", "/v1/nothing")[0] == 404
+    status, _, body = raw_http(server, "GET", "/v1/nothing")
+    assert status == 404 and json.loads(body)["error"]["code"] == "not_found"
+    status, _, body = raw_http(server, "GET", "/v1/chat/completions")
+    assert status == 405 and json.loads(body)["error"]["type"] == "invalid_request_error"
+
+
+# ------------------------------------------------------------------------------ limits
+def test_request_size_limit(backend):
+    """Bodies over the limit get 413 with an OpenAI error, whether announced by Content-Length or
+    streamed in chunks; bodies under it are answered."""
+    msgs = [{"role": "user", "content": "hi"}]
+    small = json.dumps({"model": "tiny", "messages": msgs, "max_tokens": 1}).encode()
+    big = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "x" * 3000}]}).encode()
+    with ServerThread(create_app(backend, model_name="tiny", max_body_bytes=2000)) as srv:
+        status, _, body = raw_http(srv, "POST", "/v1/chat/completions", big)
+        assert status == 413 and json.loads(body)["error"]["code"] == "request_too_large"
+        status, _, body = raw_http(srv, "POST", "/v1/chat/completions", iter([big[:1500], big[1500:]]),
+                                   headers={"Transfer-Encoding": "chunked"}, encode_chunked=True)
+        assert status == 413 and json.loads(body)["error"]["type"] == "invalid_request_error"
+        assert raw_http(srv, "POST", "/v1/chat/completions", small)[0] == 200
+        assert srv.app.state.serve.usage.requests == 1
+
+
+def test_busy_model_turns_requests_away_with_retry_after(backend):
+    """One model call at a time, a bounded queue; beyond it a 503 with Retry-After at once."""
+    app = create_app(backend, model_name="tiny", max_concurrency=1, max_queue=1, retry_after=2)
+    gate = app.state.serve.gate
+    body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
+    with ServerThread(app) as srv:
+        answers: list[int] = []
+        with gate.slots:  # the model is busy (as with another request's forward)
+            waiting = [threading.Thread(target=lambda: answers.append(
+                raw_http(srv, "POST", "/v1/chat/completions", body)[0])) for _ in range(2)]
+            for n, t in enumerate(waiting, 1):  # one takes the model slot when free, one waits in the queue
+                t.start()
+                deadline = time.monotonic() + 10
+                while gate.pending < n and time.monotonic() < deadline:
+                    time.sleep(0.01)
+            assert gate.pending == 2
+            started = time.perf_counter()
+            status, headers, text = raw_http(srv, "POST", "/v1/chat/completions", body)
+            assert time.perf_counter() - started < 5  # turned away at once, not queued
+            assert status == 503 and headers["Retry-After"] == "2"
+            assert json.loads(text)["error"] == {"message": json.loads(text)["error"]["message"],
+                                                 "type": "server_error", "param": None, "code": "server_busy"}
+            assert raw_http(srv, "GET", "/v1/models")[0] == 200  # only model calls queue
+            assert answers == []
+        for t in waiting:
+            t.join(30)
+        assert answers == [200, 200] and gate.pending == 0 and gate.rejected == 1
+        assert srv.app.state.serve.usage.requests == 2
 
 
 # ------------------------------------------------------------------------------ fault injection
@@ -183,15 +235,15 @@ def test_parse_faults():
     assert parse_faults("ok*2, 429 ,stall,malformed,500") == ["ok", "ok", "429", "stall", "malformed", "500"]
     assert parse_faults(None) == []
     for bad in ("teapot", "ok*0", "ok*x"):
-        with pytest.raises(ConfigError):
+        with pytest.raises(ValueError):
             parse_faults(bad)
 
 
 def test_faults_by_request_count(backend):
-    """429 with Retry-After, 500, a malformed 200 and a stall that hangs up, in request order, cyclic."""
-    srv = make_server(backend=backend, name="tiny", port=0, faults="429,500,malformed,stall,ok",
-                      retry_after=0.25, stall_seconds=0.3)
-    serve_in_thread(srv)
+    """The tests' fault injector in front of the real app: 429 with Retry-After, 500, a malformed 200
+    and a stall that hangs up, in request order, cyclic."""
+    srv = serve_with_faults(create_app(backend, model_name="tiny"), "429,500,malformed,stall,ok",
+                            retry_after=0.25, stall_seconds=0.3)
     body = json.dumps({"model": "tiny", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}).encode()
     try:
         status, headers, text = raw_http(srv, "POST", "/v1/chat/completions", body)
@@ -203,14 +255,15 @@ def test_faults_by_request_count(backend):
         with pytest.raises(ValueError):
             json.loads(text)
         started = time.perf_counter()
-        with pytest.raises((http.client.RemoteDisconnected, ConnectionError)):
+        with pytest.raises((http.client.IncompleteRead, http.client.RemoteDisconnected, ConnectionError)):
             raw_http(srv, "POST", "/v1/chat/completions", body)
         assert time.perf_counter() - started >= 0.25
         status, _, text = raw_http(srv, "POST", "/v1/chat/completions", body)
         assert status == 200 and json.loads(text)["usage"]["completion_tokens"] <= 2
         assert raw_http(srv, "POST", "/v1/chat/completions", body)[0] == 429  # the plan repeats
-        assert srv.state.injected == {"429": 2, "500": 1, "malformed": 1, "stall": 1}
-        assert srv.state.chat_requests == 6 and len(srv.state.served) == 1
+        assert srv.faults.injected == {"429": 2, "500": 1, "malformed": 1, "stall": 1}
+        assert srv.faults.chat_requests == 6 and len(srv.faults.served) == 1
+        assert srv.usage.requests == 1
     finally:
         srv.stop()
 
@@ -250,6 +303,18 @@ def test_cli_serve_token_env_missing(tiny_model_dir):
     result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), "--token-env", "ANNOTUNE_NOT_SET_ANYWHERE"])
     assert result.exit_code == 2
     assert "ANNOTUNE_NOT_SET_ANYWHERE" in result.stderr and "Traceback" not in result.stderr
+    # fault injection is a test helper, not a product option
+    result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), "--faults", "ok"])
+    assert result.exit_code == 2 and "--faults" in result.stderr
+
+
+def test_cli_serve_port_in_use(tiny_model_dir, server):
+    from typer.testing import CliRunner
+
+    from annotune.cli.main import app
+
+    result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), "--port", str(server.port)])
+    assert result.exit_code == 2 and "cannot listen" in result.stderr and "Traceback" not in result.stderr
 
 
 def test_constrained_probabilities_match_numpy(server, backend):
@@ -260,7 +325,7 @@ def test_constrained_probabilities_match_numpy(server, backend):
     out = client(server).chat.completions.create(
         model="tiny", messages=msgs, logprobs=True, top_logprobs=3,
         response_format={"type": "json_schema", "json_schema": {"name": "a", "schema": {"enum": options}}})
-    probs, _ = server.state._score(encode_chat(backend.tokenizer, msgs), options)
+    probs = backend.score_options(encode_chat(backend.tokenizer, msgs), options).probs
     assert out.choices[0].message.content == options[int(np.argmax(probs))]
     got = {t.token: math.exp(t.logprob) for t in out.choices[0].logprobs.content[0].top_logprobs}
     assert got == pytest.approx(dict(zip(options, probs.tolist())), abs=1e-9)

@@ -1,0 +1,43 @@
+"""annotune: code text corpora with small open LLMs and measure, honestly, whether they replace a big one.
+
+The Python API in three lines::
+
+    import annotune
+    cfg = annotune.load_config("examples/bbc-news.toml")
+    results = annotune.compare(cfg)          # results["systems"][i]["metrics"]
+
+Heavy libraries (torch, transformers) load only when a verb needs them.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "Codebook": "annotune.codebook",
+    "Dataset": "annotune.data.dataset",
+    "Doc": "annotune.data.dataset",
+    "load_data": "annotune.data.loader",
+    "evaluate": "annotune.evaluation.metrics",
+    "load_config": "annotune.experiments.config",
+    "ExperimentConfig": "annotune.experiments.config",
+    "compare": "annotune.workflows",
+    "curve": "annotune.workflows",
+    "finetune": "annotune.workflows",
+    "get_backend": "annotune.workflows",
+    "register_system": "annotune.systems.base",
+    "System": "annotune.systems.base",
+    "SystemConfig": "annotune.systems.base",
+    "AnnotuneError": "annotune.errors",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'annotune' has no attribute {name!r}")

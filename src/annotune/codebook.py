@@ -1,7 +1,8 @@
 """The codebook: what the labels are and what they mean.
 
 A codebook is the contract between the researcher, the human coders and the models: every prompt,
-parser, metric and report is derived from it. Three task kinds are supported:
+parser, metric and report is derived from it, through the codebook's task kind (``codebook.task``, a
+registered `annotune.tasks.base.TaskKind` bound to the codebook). Built-in kinds:
 
 - ``single``: exactly one label out of N;
 - ``multi``: between one and ``max_labels`` labels out of N;
@@ -26,25 +27,29 @@ Codebooks are TOML (or YAML) files::
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from annotune.errors import CodebookError
+from annotune.tasks import get_task, task_names
+from annotune.tasks.base import TaskKind
+from annotune.tasks.text import normalise
 
-TaskKind = Literal["single", "multi", "dimensions"]
-KINDS: tuple[str, ...] = ("single", "multi", "dimensions")
 TOP_KEYS = ("task", "labels", "dimensions")
-TASK_KEYS = ("name", "kind", "instructions", "text_field", "label_field", "id_field", "max_labels", "scale")
+BASE_TASK_KEYS = ("name", "kind", "instructions", "text_field", "label_field", "id_field")
 LABEL_KEYS = ("name", "definition", "aliases")
 
 
-def normalise(text: str) -> str:
-    """Case-, whitespace- and punctuation-insensitive form used to match labels and aliases."""
-    out = []
-    for ch in text.casefold().strip():
-        out.append(ch if ch.isalnum() else " ")
-    return " ".join("".join(out).split())
+def task_keys() -> tuple[str, ...]:
+    """The keys a ``[task]`` table may have: the common ones and every registered kind's settings."""
+    keys = list(BASE_TASK_KEYS)
+    for kind in task_names():
+        keys += [k for k in get_task(kind).settings if k not in keys]
+    return tuple(keys)
+
+
+__all__ = ["Codebook", "Label", "normalise", "task_keys"]
 
 
 @dataclass(frozen=True)
@@ -59,7 +64,7 @@ class Codebook:
     """Labels, definitions and instructions of one annotation task."""
 
     name: str
-    kind: TaskKind
+    kind: str  # a registered task kind: see `task`
     labels: list[Label]
     instructions: str = ""
     text_field: str = "text"
@@ -68,14 +73,24 @@ class Codebook:
     max_labels: int | None = None
     scale: list[str] = field(default_factory=list)
     source: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)  # settings of a plug-in kind without a field here
 
     def __post_init__(self) -> None:
         self._lookup = self._build_lookup()
         self._scale_lookup = {normalise(v): v for v in self.scale}
 
+    @property
+    def task(self) -> TaskKind:
+        """The codebook's task kind, bound to this codebook: prompts, parser, metrics, label JSON…"""
+        bound = self.__dict__.get("_task")
+        if bound is None or bound.name != self.kind or bound.codebook is not self:  # e.g. after copy.copy
+            bound = get_task(self.kind)(self)
+            self.__dict__["_task"] = bound
+        return bound
+
     # ------------------------------------------------------------------ loading
     @classmethod
-    def load(cls, path: str | Path) -> "Codebook":
+    def load(cls, path: str | Path) -> Codebook:
         path = Path(path)
         if not path.exists():
             raise CodebookError("codebook file not found", file=path)
@@ -100,7 +115,7 @@ class Codebook:
         return cls.from_dict(data, source=str(path))
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> "Codebook":
+    def from_dict(cls, data: dict[str, Any], source: str | None = None) -> Codebook:
         """Build and validate a codebook from the parsed ``[task]`` + ``[[labels]]`` tables."""
 
         def fail(msg: str, fld: str | None = None) -> CodebookError:
@@ -114,13 +129,16 @@ class Codebook:
         task = data.get("task", {})
         if not isinstance(task, dict):
             raise fail("[task] must be a table", "task")
+        allowed = task_keys()
         for key in task:
-            if key not in TASK_KEYS:
-                raise fail(f"unknown key {key!r} in [task] (allowed: {', '.join(TASK_KEYS)})", f"task.{key}")
+            if key not in allowed:
+                raise fail(f"unknown key {key!r} in [task] (allowed: {', '.join(allowed)})", f"task.{key}")
         name = str(task.get("name") or (Path(source).stem if source else "task"))
         kind = task.get("kind", "single")
-        if kind not in KINDS:
-            raise fail(f"unknown task kind {kind!r}; expected one of {', '.join(KINDS)}", "task.kind")
+        kinds = task_names()
+        if not isinstance(kind, str) or kind not in kinds:
+            raise fail(f"unknown task kind {kind!r}; expected one of {', '.join(kinds)}", "task.kind")
+        task_cls = get_task(kind)
 
         raw_labels = data.get("labels") or data.get("dimensions")
         if not raw_labels:
@@ -164,30 +182,14 @@ class Codebook:
                 seen[norm] = lname
             labels.append(Label(lname, definition, aliases))
 
-        max_labels = task.get("max_labels")
-        scale = task.get("scale", [])
-        if not isinstance(scale, list) or not all(isinstance(v, (str, int, float)) for v in scale):
-            raise fail("scale must be a list of values, e.g. scale = ['low', 'medium', 'high']", "task.scale")
-        if kind == "multi":
-            if max_labels is None:
-                max_labels = len(labels)
-            if not isinstance(max_labels, int) or isinstance(max_labels, bool) or max_labels < 1:
-                raise fail("max_labels must be a positive integer", "task.max_labels")
-            if max_labels > len(labels):
-                raise fail(f"max_labels ({max_labels}) > number of labels ({len(labels)})", "task.max_labels")
-        elif max_labels is not None:
-            raise fail(f"max_labels only applies to kind 'multi', not {kind!r}", "task.max_labels")
-        if kind == "dimensions":
-            if len(scale) < 1:
-                raise fail("kind 'dimensions' needs a scale, e.g. scale = ['low', 'medium', 'high']", "task.scale")
-            norms = [normalise(str(v)) for v in scale]
-            if len(set(norms)) != len(norms) or not all(norms):
-                raise fail("scale values must be distinct and non-empty", "task.scale")
-            scale = [str(v) for v in scale]
-        elif scale:
-            raise fail(f"scale only applies to kind 'dimensions', not {kind!r}", "task.scale")
-        if kind == "single" and len(labels) < 2:
-            raise fail("a single-label task needs at least two labels", "labels")
+        for other in kinds:  # another kind's settings, e.g. max_labels in a single-label codebook
+            for key in get_task(other).settings:
+                if key in task and key not in task_cls.settings:
+                    raise fail(f"{key} only applies to kind {other!r}, not {kind!r}", f"task.{key}")
+        settings = task_cls.validate(task, labels, fail)
+        own = {f.name for f in fields(cls)}
+        options = {k: v for k, v in settings.items() if k not in own}
+        settings = {k: v for k, v in settings.items() if k in own}
 
         id_field = task.get("id_field", "id")
         return cls(
@@ -196,11 +198,11 @@ class Codebook:
             labels=labels,
             instructions=str(task.get("instructions", "")).strip(),
             text_field=str(task.get("text_field", "text")),
-            label_field=str(task.get("label_field", "labels" if kind == "dimensions" else "label")),
+            label_field=str(task.get("label_field", task_cls.default_label_field)),
             id_field=str(id_field) if id_field else None,
-            max_labels=max_labels,
-            scale=scale,
             source=source,
+            options=options,
+            **settings,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,6 +218,7 @@ class Codebook:
             task["max_labels"] = self.max_labels
         if self.scale:
             task["scale"] = list(self.scale)
+        task.update(self.options)
         labels = []
         for lab in self.labels:
             entry: dict[str, Any] = {"name": lab.name, "definition": lab.definition}

@@ -25,7 +25,7 @@ import numpy as np
 
 from annotune.codebook import Codebook
 from annotune.data.dataset import Doc
-from annotune.tasks.prompts import PromptBuilder, dimension_values
+from annotune.tasks.prompts import PromptBuilder
 
 ANSWER_MODES = ("generate", "constrained")
 
@@ -79,27 +79,6 @@ def softmax(logps: np.ndarray) -> np.ndarray:
 
 
 def decide_constrained(codebook: Codebook, option_probs: list[np.ndarray]) -> tuple[Any, float, dict]:
-    """Turn per-question option probabilities into a label, a confidence and a JSON-able probs dict."""
-    if codebook.kind == "single":
-        p = option_probs[0]
-        best = int(np.argmax(p))
-        probs = {name: float(v) for name, v in zip(codebook.label_names, p)}
-        return codebook.label_names[best], float(p[best]), probs
-    if codebook.kind == "multi":
-        p_yes = np.array([p[0] for p in option_probs])
-        order = np.argsort(-p_yes, kind="stable")
-        chosen = [int(i) for i in order[: codebook.max_labels] if p_yes[i] > 0.5] or [int(order[0])]
-        label = tuple(name for i, name in enumerate(codebook.label_names) if i in chosen)
-        confidence = float(min(max(p, 1 - p) for p in p_yes))
-        return label, confidence, {name: float(v) for name, v in zip(codebook.label_names, p_yes)}
-    values = dimension_values(codebook)
-    label: dict[str, str] = {}
-    probs: dict[str, dict[str, float]] = {}
-    confidence = 1.0
-    for name, p in zip(codebook.label_names, option_probs):
-        best = int(np.argmax(p))
-        if best != 0:  # values[0] is the absent answer
-            label[name] = values[best]
-        probs[name] = {v: float(x) for v, x in zip(values, p)}
-        confidence = min(confidence, float(p[best]))
-    return label, confidence, probs
+    """Turn per-question option probabilities into a label, a confidence and a JSON-able probs dict
+    (``codebook.task.decide``)."""
+    return codebook.task.decide(option_probs)

@@ -1,17 +1,64 @@
-"""`LocalBackend`: a transformers causal LM on this machine (see `annotune.backends.base`)."""
+"""`LocalBackend`: a transformers causal LM on this machine (see `annotune.backends.base`).
+
+Besides `Backend.label`, the backend is the local *engine* that `annotune serve` and other callers use
+through its public methods: `encode` / `decode` / `encode_chat` (token ids as the backend prompts),
+`option_ids` and `stop_ids` (the answer options and stop tokens, defined once here),
+`score_options` (summed log-probabilities of each full answer option after a prompt, the constrained
+scorer) and `generate` (greedy decoding with optional per-token log-probabilities).
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 
-from annotune.codebook import Codebook
-from annotune.data.dataset import Doc
-from annotune.tasks.parsing import answer_text, parse_answer
-from annotune.tasks.prompts import PromptBuilder, PromptParts, constrained_questions, dimension_values, main_question
 from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained, softmax
+from annotune.tasks.parsing import answer_text, parse_answer
+from annotune.tasks.prompts import constrained_questions, main_question, render_chat
+from annotune.tasks.prompts import end_of_turn as template_end_of_turn
+
+
+def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
+    """Token ids of a chat rendered for answering, as `LocalBackend` encodes a prompt (the model's chat
+    template, or a plain layout with BOS for base models). Needs only the tokenizer."""
+    ids = tokenizer(render_chat(tokenizer, messages, generation_prompt=True), add_special_tokens=False)["input_ids"]
+    return _with_bos(tokenizer, ids)
+
+
+def _with_bos(tokenizer, ids: list[int]) -> list[int]:
+    """A base model without a chat template gets BOS in front of its prompt."""
+    if getattr(tokenizer, "chat_template", None) is None and tokenizer.bos_token_id is not None:
+        return [tokenizer.bos_token_id] + ids
+    return ids
+
+
+@dataclass
+class Generation:
+    """One greedy continuation: the tokens (without the stop token), their text, why it ended
+    (``"stop"``: a stop token; ``"length"``: the token limit) and, when asked for, each token's
+    log-probability and the top-k ``(token id, log-probability)`` alternatives, most likely first."""
+
+    token_ids: list[int]
+    text: str
+    finish_reason: str
+    logprobs: list[float] | None = None
+    top_logprobs: list[list[tuple[int, float]]] | None = None
+
+
+@dataclass
+class OptionScores:
+    """The constrained scorer's answer: each option's token ids and summed log-probability."""
+
+    options: tuple[str, ...]
+    token_ids: list[list[int]]
+    logprobs: np.ndarray
+
+    @property
+    def probs(self) -> np.ndarray:
+        """The options' probabilities, normalised over the options."""
+        return softmax(self.logprobs)
 
 
 class LocalBackend(Backend):
@@ -35,37 +82,89 @@ class LocalBackend(Backend):
         self.decoder = getattr(self.model, self.model.base_model_prefix)
         self.lm_head = self.model.get_output_embeddings()
 
-    # ------------------------------------------------------------------ tokens
-    def _ids(self, text: str) -> list[int]:
+    # ------------------------------------------------------------------ engine: tokens
+    def encode(self, text: str) -> list[int]:
+        """Token ids of ``text`` without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
+    _ids = encode  # the old private name, still used by bench/labelling_speed.py
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids, special tokens kept (``<|im_end|>`` stays visible)."""
+        return self.tokenizer.decode(ids, skip_special_tokens=False)
+
+    def encode_chat(self, messages: list[dict]) -> list[int]:
+        """Token ids of a chat rendered for answering (see the module function `encode_chat`)."""
+        return encode_chat(self.tokenizer, messages)
+
+    @property
+    def context_length(self) -> int | None:
+        """The model's context window in tokens, where its config states one."""
+        return getattr(self.model.config, "max_position_embeddings", None)
+
     def _doc_ids(self, text: str, stats: RunStats) -> list[int]:
-        ids = self._ids(text)
+        ids = self.encode(text)
         if self.max_text_tokens and len(ids) > self.max_text_tokens:
             stats.truncated_docs += 1
             ids = ids[: self.max_text_tokens]
         return ids
 
-    def _option_ids(self, options: tuple[str, ...], end_of_turn: str) -> list[list[int]]:
-        """Token ids of a question's answer options. The end-of-turn marker is appended only where one
-        option's tokens are a prefix of another's ("sport" / "sport news"): scoring it everywhere measured
-        worse on BBC zero-shot with SmolLM2 (accuracy 0.34 vs 0.53 on 100 test articles), because a small
-        model rarely ends its turn right after a bare label."""
-        ids = [self._ids(o) for o in options]
+    def option_ids(self, options: tuple[str, ...] | list[str], end_of_turn: str | None = None) -> list[list[int]]:
+        """Token ids of a question's answer options (``end_of_turn``: default the chat template's).
+
+        The end-of-turn marker is appended only where one option's tokens are a prefix of another's
+        ("sport" / "sport news"): scoring it everywhere measured worse on BBC zero-shot with SmolLM2
+        (accuracy 0.34 vs 0.53 on 100 test articles), because a small model rarely ends its turn right
+        after a bare label."""
+        if end_of_turn is None:
+            end_of_turn = template_end_of_turn(self.tokenizer)
+        ids = [self.encode(o) for o in options]
         ambiguous = any(a != b and b[: len(a)] == a for a in ids for b in ids)
         if ambiguous and end_of_turn:
-            ids = [self._ids(o + end_of_turn) for o in options]
+            ids = [self.encode(o + end_of_turn) for o in options]
         return ids
 
-    def _stop_ids(self, parts: PromptParts) -> set[int]:
+    def stop_ids(self, end_of_turn: str | None = None) -> set[int]:
+        """Tokens that end an answer: the end-of-turn marker (default: the chat template's) where it is
+        one token, and EOS."""
+        if end_of_turn is None:
+            end_of_turn = template_end_of_turn(self.tokenizer)
         stop = set()
-        if parts.end_of_turn:
-            eot = self._ids(parts.end_of_turn)
+        if end_of_turn:
+            eot = self.encode(end_of_turn)
             if len(eot) == 1:
                 stop.add(eot[0])
         if self.tokenizer.eos_token_id is not None:
             stop.add(self.tokenizer.eos_token_id)
         return stop
+
+    # ------------------------------------------------------------------ engine: one prompt
+    def score_options(self, prompt_ids: list[int], options: tuple[str, ...] | list[str], *,
+                      end_of_turn: str | None = None) -> OptionScores:
+        """The constrained scorer on one prompt: the summed log-probability of each option's full token
+        sequence (`option_ids`) right after ``prompt_ids``, in one tree-attention forward."""
+        import torch
+
+        if not prompt_ids:
+            raise ValueError("score_options needs a non-empty prompt")
+        opts = tuple(options)
+        opt_ids = self.option_ids(opts, end_of_turn)
+        with torch.inference_mode():
+            logps = self._score(None, 0, [list(prompt_ids)], [[]], [opt_ids])[0][0]
+        return OptionScores(opts, opt_ids, logps)
+
+    def generate(self, prompt_ids: list[int], max_new_tokens: int, stop_ids: set[int] | None = None, *,
+                 top_logprobs: int | None = None) -> Generation:
+        """Greedy decoding after ``prompt_ids`` until a stop token (default `stop_ids()`) or
+        ``max_new_tokens``; ``top_logprobs`` (an int, 0 included) also records each token's
+        log-probability and that many most likely alternatives."""
+        import torch
+
+        if not prompt_ids:
+            raise ValueError("generate needs a non-empty prompt")
+        stop = self.stop_ids() if stop_ids is None else set(stop_ids)
+        with torch.inference_mode():
+            return self._generate(None, 0, [list(prompt_ids)], stop, max_new_tokens, top_logprobs)[0]
 
     # ------------------------------------------------------------------ public
     def label(self, docs, builder, answer="generate", *, progress=True):
@@ -78,10 +177,8 @@ class LocalBackend(Backend):
         parts = builder.parts(self.tokenizer)
         stats = RunStats(docs=len(docs))
         started = time.perf_counter()
-        prefix_ids = self._ids(parts.prefix)
-        if getattr(self.tokenizer, "chat_template", None) is None and self.tokenizer.bos_token_id is not None:
-            prefix_ids = [self.tokenizer.bos_token_id] + prefix_ids
-        between_ids = self._ids(parts.between)
+        prefix_ids = _with_bos(self.tokenizer, self.encode(parts.prefix))
+        between_ids = self.encode(parts.between)
         doc_ids = [self._doc_ids(d.text, stats) + between_ids for d in docs]
         order = sorted(range(len(docs)), key=lambda i: -len(doc_ids[i]))
         results: list[Prediction | None] = [None] * len(docs)
@@ -90,24 +187,24 @@ class LocalBackend(Backend):
             prefix_kv = self._encode_prefix(prefix_ids)
             stats.prompt_tokens += len(prefix_ids)
             if answer == "generate":
-                q_ids = self._ids(main_question(codebook) + parts.suffix)
-                stop = self._stop_ids(parts)
+                q_ids = self.encode(main_question(codebook) + parts.suffix)
+                stop = self.stop_ids(parts.end_of_turn)
                 limit = self.max_new_tokens or {"single": 24, "multi": 64, "dimensions": 384}[codebook.kind]
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start: start + self.batch_size]
                     rows = [doc_ids[i] + q_ids for i in batch]
-                    texts, n_gen = self._generate(prefix_kv, len(prefix_ids), rows, stop, limit)
-                    stats.generated_tokens += n_gen
+                    gens = self._generate(prefix_kv, len(prefix_ids), rows, stop, limit)
+                    stats.generated_tokens += sum(len(g.token_ids) for g in gens)
                     stats.prompt_tokens += sum(map(len, rows))
                     stats.prompt_tokens_nominal += sum(len(prefix_ids) + len(r) for r in rows)
-                    for i, text in zip(batch, texts):
-                        parsed = parse_answer(text, codebook)
-                        results[i] = Prediction(docs[i].id, text, parsed.label, None, None, parsed.error)
+                    for i, gen in zip(batch, gens):
+                        parsed = parse_answer(gen.text, codebook)
+                        results[i] = Prediction(docs[i].id, gen.text, parsed.label, None, None, parsed.error)
                     bar.update(len(batch))
             else:
                 questions = constrained_questions(codebook)
-                q_rows = [self._ids(q.text + parts.suffix) for q in questions]
-                opt_rows = [self._option_ids(q.options, parts.end_of_turn) for q in questions]
+                q_rows = [self.encode(q.text + parts.suffix) for q in questions]
+                opt_rows = [self.option_ids(q.options, parts.end_of_turn) for q in questions]
                 tree_len = sum(len(q) + sum(len(o) - 1 for o in opts) for q, opts in zip(q_rows, opt_rows))
                 # keep each forward at roughly the same number of tokens
                 per_batch = max(1, min(self.batch_size, (self.batch_size * 640) // (640 + tree_len)))
@@ -126,7 +223,7 @@ class LocalBackend(Backend):
         stats.seconds = time.perf_counter() - started
         return results, stats
 
-    # ------------------------------------------------------------------ engine
+    # ------------------------------------------------------------------ engine: batched internals
     def _encode_prefix(self, prefix_ids: list[int]):
         import torch
         from transformers import DynamicCache
@@ -216,8 +313,10 @@ class LocalBackend(Backend):
             sums[r][qi][oi] += lp
         return sums
 
-    def _generate(self, prefix_kv, prefix_len, rows, stop: set[int], limit: int) -> tuple[list[str], int]:
-        """Greedy decoding of right-padded rows after the shared prefix; returns texts and token count."""
+    def _generate(self, prefix_kv, prefix_len, rows, stop: set[int], limit: int,
+                  top_k: int | None = None) -> list[Generation]:
+        """Greedy decoding of right-padded rows after the shared prefix (``top_k`` not None: record
+        log-probabilities, see `generate`)."""
         import torch
 
         n = len(rows)
@@ -231,17 +330,28 @@ class LocalBackend(Backend):
             valid[r, prefix_len: prefix_len + ln] = True
         last = hidden[torch.arange(n), torch.tensor(lengths) - 1]
         out_tokens: list[list[int]] = [[] for _ in range(n)]
+        out_lps: list[list[float]] = [[] for _ in range(n)]
+        out_tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(n)]
         done = [False] * n
-        generated = 0
         for step in range(limit):
-            next_tok = self.lm_head(last).argmax(-1).tolist()
+            logits = self.lm_head(last)
+            next_tok = logits.argmax(-1).tolist()
+            if top_k is not None:
+                logp = torch.log_softmax(logits.float(), dim=-1)
+                chosen = logp[torch.arange(n), torch.tensor(next_tok, device=self.device)].tolist()
+                tops = [[] for _ in range(n)]
+                if top_k:
+                    vals, idx = torch.topk(logp, top_k, dim=-1)
+                    tops = [list(zip(i, v)) for i, v in zip(idx.tolist(), vals.tolist())]
             for r, tok in enumerate(next_tok):
                 if not done[r]:
                     if tok in stop:
                         done[r] = True
                     else:
                         out_tokens[r].append(tok)
-                        generated += 1
+                        if top_k is not None:
+                            out_lps[r].append(chosen[r])
+                            out_tops[r].append(tops[r])
             if all(done) or step == limit - 1:
                 break
             valid = torch.cat([valid, torch.ones((n, 1), dtype=torch.bool, device=self.device)], dim=1)
@@ -252,6 +362,6 @@ class LocalBackend(Backend):
             out = self.decoder(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                                use_cache=True)
             last = out.last_hidden_state[:, -1]
-        texts = [self.tokenizer.decode(t, skip_special_tokens=False) for t in out_tokens]
-        return texts, generated
-
+        return [Generation(toks, self.decode(toks), "stop" if done[r] else "length",
+                           out_lps[r] if top_k is not None else None, out_tops[r] if top_k is not None else None)
+                for r, toks in enumerate(out_tokens)]

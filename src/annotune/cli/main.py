@@ -97,19 +97,14 @@ def compare(
     interrupted run resumes where it stopped.
     """
     _quiet_libraries()
-    from annotune.experiments.compare import CompareConfig, Comparison
+    from annotune.workflows import compare as run_compare, load_config
 
-    cfg = CompareConfig.load(config, output)
-    if not cfg.systems:
-        from annotune.errors import ConfigError
-
-        raise ConfigError("no [[systems]] to compare (this config only has a [curve]: run `annotune curve`)",
-                          file=config, field="systems")
-    results = Comparison(cfg, progress=not quiet, fresh=fresh, log=log).run()
+    cfg = load_config(config, output)
+    results = run_compare(cfg, progress=not quiet, fresh=fresh, log=log)
     print_results_table(results)
     console.print(f"results: {cfg.output / 'results.json'}  predictions: {cfg.output / 'predictions.csv'}",
                   markup=False, highlight=False)
-    from annotune.report.builder import write_report
+    from annotune.report import write_report
 
     console.print(f"report: {write_report(cfg.output)['html']}", markup=False, highlight=False)
 
@@ -117,7 +112,7 @@ def compare(
 def print_curve_table(curve: dict) -> None:
     """One table per answer mode (mean over seeds with its interval, per size), then where the fine-tuned
     model matches each reference."""
-    from annotune.report.builder import PRIMARY_NAMES, _ci, _size_label
+    from annotune.report.format import PRIMARY_NAMES, ci_text as _ci, size_label as _size_label
 
     primary = PRIMARY_NAMES.get(curve["primary"], curve["primary"])
     for answer, block in curve["answers"].items():
@@ -160,12 +155,11 @@ def curve(
     Writes curve/curve.json and the report (report.html, report.md).
     """
     _quiet_libraries()
-    from annotune.experiments.compare import CompareConfig
-    from annotune.experiments.curve import Curve, CurveConfig
-    from annotune.report.builder import write_report
+    from annotune.workflows import curve as run_curve, load_config
+    from annotune.report import write_report
 
-    cfg = CompareConfig.load(config, output)
-    result = Curve(cfg, CurveConfig.from_compare(cfg), progress=not quiet, fresh=fresh, log=log).run()
+    cfg = load_config(config, output)
+    result = run_curve(cfg, progress=not quiet, fresh=fresh, log=log)
     print_curve_table(result)
     console.print(f"curve: {cfg.output / 'curve' / 'curve.json'}  report: {write_report(cfg.output)['html']}",
                   markup=False, highlight=False)
@@ -182,7 +176,7 @@ def report(
     Comparison table, confusion matrices, per-class F1, learning curve, cost and throughput, reproducibility
     manifest and a methods paragraph; figures are embedded in the HTML and written to figures/ for the
     Markdown."""
-    from annotune.report.builder import write_report
+    from annotune.report import write_report
 
     paths = write_report(folder, output)
     console.print(f"report: {paths['html']}  markdown: {paths['markdown']}  figures: {paths['figures']}",
@@ -202,28 +196,14 @@ def finetune(
     """LoRA fine-tune the config's model on its training split and write a run folder (adapter, tokenizer,
     codebook, manifest). Use the folder as `model = "<run folder>"` anywhere a model is expected."""
     _quiet_libraries()
-    from annotune.experiments.compare import CompareConfig, Comparison, split_data
-    from annotune.finetune.trainer import FineTuner, is_run_folder, merge_run
+    from annotune.workflows import finetune as run_finetune, load_config
+    from annotune.finetune.trainer import merge_run
 
-    cfg = CompareConfig.load(config)
-    specs = [s for s in cfg.systems if s.get("type") == "finetuned"]
-    if system:
-        specs = [s for s in specs if s["name"] == system]
-        if not specs:
-            raise AnnotuneError(f"no 'finetuned' system named {system!r}", file=config, field="systems")
-    spec = specs[0] if specs else {"name": "finetune", "type": "finetuned"}
-    dataset = cfg.load_data()
-    train, _ = split_data(cfg, dataset)
-    comparison = Comparison(cfg, progress=not quiet, log=log)
-    data, ft_cfg, base, run = comparison.finetune_spec(spec, train)
-    run = output or run
-    if is_run_folder(run) and not resume:
-        console.print(f"already trained: {run}")
-    else:
-        FineTuner(cfg.codebook, ft_cfg, base).train(data.docs, run, resume=resume, progress=not quiet,
-                                                     data_file=str(cfg.data), log=console.print)
+    cfg = load_config(config)
+    run, trained = run_finetune(cfg, system=system, run=output, resume=resume, progress=not quiet, log=log)
+    console.print(f"{'trained' if trained else 'already trained'}: {run}", markup=False, highlight=False)
     if merge:
-        console.print(f"merged weights: {merge_run(run)}")
+        console.print(f"merged weights: {merge_run(run)}", markup=False, highlight=False)
 
 
 @app.command()
@@ -234,8 +214,9 @@ def check(
     """Validate a codebook (and the data a config names) without running any model."""
     import tomllib
 
+    from annotune.workflows import load_config
     from annotune.codebook import Codebook
-    from annotune.experiments.compare import CompareConfig, Comparison, split_data
+    from annotune.experiments.compare import check as check_config
     from annotune.errors import ConfigError
 
     def say(msg: str) -> None:
@@ -251,15 +232,15 @@ def check(
         except (UnicodeDecodeError, tomllib.TOMLDecodeError):
             pass  # Codebook.load says what is wrong, in one line
     if is_config:
-        cfg = CompareConfig.load(config)
-        dataset = cfg.load_data()
-        train, test = split_data(cfg, dataset)
-        Comparison(cfg, progress=False).preflight()  # prediction files and model paths
-        cb = cfg.codebook
+        cfg = load_config(config)
+        checked = check_config(cfg)
+        cb, dataset = cfg.codebook, checked["dataset"]
         say(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
         say(f"data: {len(dataset)} documents ({dataset.dropped_empty} empty dropped), "
-            f"train {len(train)}, test {len(test)} — ok")
-        say(f"systems: {', '.join(s['name'] for s in cfg.systems)} — ok")
+            f"train {len(checked['train'])}, test {len(checked['test'])} — ok")
+        say(f"systems: {', '.join(s.name for s in cfg.systems) or 'none'} — ok")
+        if cfg.curve:
+            say(f"curve: sizes {cfg.curve.sizes}, seeds {cfg.curve.seeds} — ok")
     else:
         cb = Codebook.load(config)
         say(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")
@@ -281,10 +262,10 @@ def plan(
     import json
 
     _quiet_libraries()
+    from annotune.workflows import load_config
     from annotune.experiments.plan import plan_config
-    from annotune.experiments.compare import CompareConfig
 
-    cfg = CompareConfig.load(config, output)
+    cfg = load_config(config, output)
     plans = [p.as_dict() for p in plan_config(cfg)]
     if as_json:
         console.print_json(json.dumps({"config": str(config), "systems": plans}))
@@ -327,19 +308,18 @@ def serve(
     token_env: str = typer.Option(None, "--token-env", help="Environment variable holding a bearer token that "
                                   "clients must send (Authorization: Bearer ...)."),
     dtype: str = typer.Option("auto", "--dtype", help="auto, bf16, fp16 or fp32."),
-    faults: str = typer.Option(None, "--faults", help="Test mode: inject failures by request count, e.g. "
-                               "'ok*3,429,500,stall,malformed' (cyclic)."),
-    retry_after: float = typer.Option(1.0, "--retry-after", help="Retry-After seconds sent with injected 429s."),
-    stall_seconds: float = typer.Option(30.0, "--stall-seconds", help="How long an injected stall holds a request."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Log each request line."),
 ):
     """Serve a local or fine-tuned model through an OpenAI-compatible API (/v1/chat/completions,
     /v1/models), with logprobs and label-enum constraints, so any OpenAI client can use it."""
     import ipaddress
+    from pathlib import Path
 
     _quiet_libraries()
+    from annotune.backends.local import LocalBackend
     from annotune.errors import ConfigError
-    from annotune.serve.server import make_server
+    from annotune.serve import bind_socket, create_app, run_server
+    from annotune.serve.server import url_of
 
     token = None
     if token_env:
@@ -353,16 +333,18 @@ def serve(
     if not loopback and not token:
         log(f"warning: serving on {host} without a bearer token: anyone who can reach this address can use "
             "the model (use --token-env)")
-    server = make_server(model, name=name, host=host, port=port, token=token, faults=faults,
-                         retry_after=retry_after, stall_seconds=stall_seconds, dtype=dtype, verbose=verbose)
-    console.print(f"serving {server.state.model_name!r} on {server.url}", markup=False, highlight=False)
-    sys.stdout.flush()
+    sock = bind_socket(host, port)
     try:
-        server.serve_forever(poll_interval=0.2)
+        engine = LocalBackend(model, dtype=dtype)
+        name = name or Path(str(model)).name or engine.name or "annotune"
+        app = create_app(engine, model_name=name, token=token)
+        console.print(f"serving {name!r} on {url_of(sock)}", markup=False, highlight=False)
+        sys.stdout.flush()
+        run_server(app, sock, verbose=verbose)
     except KeyboardInterrupt:
         log("stopped.")
     finally:
-        server.stop()
+        sock.close()
 
 
 def main() -> None:  # pragma: no cover - console entry point

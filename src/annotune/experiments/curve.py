@@ -42,113 +42,28 @@ Aggregates (``<output>/curve/curve.json``), per answer mode and size, for the ta
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from annotune.codebook import Codebook
-from annotune.experiments.compare import (
-    CompareConfig,
-    Comparison,
-    _fingerprint,
-    _model_identity,
-    _slug,
-    split_data,
-)
 from annotune.environment import hardware, library_versions
-from annotune.errors import ConfigError, reject_unknown_keys
+from annotune.errors import ConfigError
 from annotune.evaluation.metrics import evaluate
+from annotune.experiments.compare import Comparison, run_context, split_data, write_atomic
+from annotune.experiments.config import CurveConfig, ExperimentConfig, parse_system
+from annotune.experiments.fingerprints import data_fingerprint, fingerprint, model_identity, slug
+from annotune.systems.base import Defaults
+from annotune.systems.finetuned import FinetunedSystem
 from annotune.tasks.labels import label_from_json, label_to_json
 
-ANSWERS = ("generate", "constrained")
-_CURVE_KEYS = {"sizes", "seeds", "answer", "references", "model", "keep_checkpoints"}
 CURVE_DIR = "curve"
 PRIMARY = {"single": "macro_f1", "multi": "micro_f1", "dimensions": "intensity_micro_f1"}  # = evaluate()'s
-
-
-# ---------------------------------------------------------------------------- config
-@dataclass
-class CurveConfig:
-    sizes: list[int | str] = field(default_factory=lambda: [25, 50, 100, 200])
-    seeds: list[int] = field(default_factory=lambda: [1, 2])
-    answers: list[str] = field(default_factory=lambda: ["generate"])
-    references: list[str] | None = None  # None: every [[systems]] entry
-    model: str | None = None  # base model; None: the config's [model] name
-    keep_checkpoints: bool = False
-
-    @classmethod
-    def from_dict(cls, raw: dict, *, file: Path | str | None = None, systems: list[dict] = ()) -> "CurveConfig":
-        where = "curve"
-        if not isinstance(raw, dict):
-            raise ConfigError(f"curve must be a table ([curve]), not {raw!r}", file=file, field=where)
-        reject_unknown_keys(raw, _CURVE_KEYS, file=file, prefix=f"{where}.")
-        out = cls()
-        if "sizes" in raw:
-            sizes = raw["sizes"]
-            ok = isinstance(sizes, list) and sizes and all(
-                (isinstance(s, int) and not isinstance(s, bool) and s >= 1) or s == "all" for s in sizes)
-            if not ok:
-                raise ConfigError(f'sizes must be a non-empty list of integers >= 1 or "all", not {sizes!r}',
-                                  file=file, field=f"{where}.sizes")
-            if len(set(map(str, sizes))) != len(sizes):
-                raise ConfigError(f"sizes must not repeat: {sizes!r}", file=file, field=f"{where}.sizes")
-            out.sizes = list(sizes)
-        if "seeds" in raw:
-            seeds = raw["seeds"]
-            ok = isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
-                                                           for s in seeds)
-            if not ok:
-                raise ConfigError(f"seeds must be a non-empty list of integers, not {seeds!r}", file=file,
-                                  field=f"{where}.seeds")
-            if len(set(seeds)) != len(seeds):
-                raise ConfigError(f"seeds must not repeat: {seeds!r}", file=file, field=f"{where}.seeds")
-            out.seeds = list(seeds)
-        if "answer" in raw:
-            answers = [raw["answer"]] if isinstance(raw["answer"], str) else raw["answer"]
-            if not isinstance(answers, list) or not answers or any(a not in ANSWERS for a in answers):
-                raise ConfigError(f"answer must be 'generate', 'constrained' or a list of both, not {raw['answer']!r}",
-                                  file=file, field=f"{where}.answer")
-            out.answers = list(dict.fromkeys(answers))
-        names = [s.get("name") for s in systems]
-        if "references" in raw:
-            refs = raw["references"]
-            if not isinstance(refs, list) or not all(isinstance(r, str) for r in refs):
-                raise ConfigError(f"references must be a list of system names, not {refs!r}", file=file,
-                                  field=f"{where}.references")
-            for r in refs:
-                if r not in names:
-                    raise ConfigError(f"reference {r!r} is not a [[systems]] name (systems: "
-                                      f"{', '.join(map(repr, names)) or 'none'})", file=file,
-                                      field=f"{where}.references")
-            out.references = list(dict.fromkeys(refs))
-        if "model" in raw:
-            if not isinstance(raw["model"], str) or not raw["model"].strip():
-                raise ConfigError(f"model must be a model name, folder or hub id, not {raw['model']!r}", file=file,
-                                  field=f"{where}.model")
-            out.model = raw["model"]
-        if "keep_checkpoints" in raw:
-            if not isinstance(raw["keep_checkpoints"], bool):
-                raise ConfigError("keep_checkpoints must be true or false", file=file,
-                                  field=f"{where}.keep_checkpoints")
-            out.keep_checkpoints = raw["keep_checkpoints"]
-        return out
-
-    @classmethod
-    def from_compare(cls, cfg: CompareConfig) -> "CurveConfig":
-        if "curve" not in cfg.raw:
-            raise ConfigError("no [curve] table: add one with sizes = [...] and seeds = [...] (see the README)",
-                              file=cfg.source, field="curve")
-        return cls.from_dict(cfg.raw["curve"], file=cfg.source, systems=cfg.systems)
-
-    def as_dict(self) -> dict:
-        return dataclasses.asdict(self)
 
 
 def size_key(size: int | str) -> str:
@@ -315,58 +230,53 @@ def _mean(values: list) -> float | None:
 
 
 # ---------------------------------------------------------------------------- running
-def _write_atomic(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
 class Curve:
     """Runs the reference systems and every (size, seed) point of a learning curve; writes
     ``curve/points/*.json`` as points finish and ``curve/curve.json`` at the end."""
 
-    def __init__(self, cfg: CompareConfig, curve: CurveConfig | None = None, *, progress: bool = True,
-                 fresh: bool = False, log=print):
+    def __init__(self, cfg: ExperimentConfig, *, progress: bool = True, fresh: bool = False, log=print):
+        if cfg.curve is None:
+            raise ConfigError("no [curve] table: add one with sizes = [...] and seeds = [...] (see the README)",
+                              file=cfg.source, field="curve")
         self.cfg = cfg
-        self.curve = curve or CurveConfig.from_compare(cfg)
+        self.curve: CurveConfig = cfg.curve
         self.progress = progress
         self.fresh = fresh
         self.log = log
 
     @property
     def folder(self) -> Path:
-        return self.cfg.output / CURVE_DIR
+        return Path(self.cfg.output) / CURVE_DIR
 
-    def reference_specs(self) -> list[dict]:
+    def reference_names(self) -> list[str]:
         names = self.curve.references
-        return [s for s in self.cfg.systems if names is None or s["name"] in names]
+        return [s.name for s in self.cfg.systems if names is None or s.name in names]
 
     def base_model(self) -> str:
-        return self.curve.model or self.cfg.model.get("name", "smollm2")
+        return self.curve.model or self.cfg.model.name
 
-    def point_spec(self, size: int | str, seed: int, answer: str) -> dict:
+    def point_system(self, size: int | str, seed: int, answer: str, context) -> FinetunedSystem:
         """The fine-tuned system a point is: the config's [finetune] with the point's seed, the point's
         subsample, and the [model] settings that apply to inference."""
-        spec: dict[str, Any] = {"name": f"curve {size}/{seed} {answer}", "type": "finetuned",
-                                "model": self.base_model(), "answer": answer, "finetune": {"seed": seed}}
+        raw: dict[str, Any] = {"name": f"curve {size}/{seed} {answer}", "type": "finetuned",
+                               "model": self.base_model(), "answer": answer, "finetune": {"seed": seed}}
         if size != "all":
-            spec["train_size"] = int(size)
-        for key in ("dtype", "batch_size", "max_new_tokens"):
-            if key in self.cfg.model:
-                spec[key] = self.cfg.model[key]
-        return spec
+            raw["train_size"] = int(size)
+        cfg = self.cfg
+        defaults = Defaults(model=cfg.model.settings(), finetune=cfg.finetune, seed=seed)
+        config = parse_system(raw, 1, defaults, file=cfg.source)
+        return FinetunedSystem(config, context)
 
     def check_sizes(self) -> None:
         """Refuse, before any work, sizes too small to fine-tune on (every label needs an example)."""
-        from annotune.finetune.trainer import FineTuneConfig
-
         cfg = self.cfg
-        ft = FineTuneConfig.from_dict({**cfg.finetune, "seed": 0}, file=cfg.source, where="finetune")
-        smallest = max(ft.min_examples, len(cfg.codebook.labels) if cfg.codebook.kind == "single" else 1)
+        ft = cfg.finetune_config()
+        single = cfg.codebook.kind == "single"
+        smallest = max(ft.min_examples, len(cfg.codebook.labels) if single else 1)
         for size in self.curve.sizes:
             if size != "all" and size < smallest:
                 raise ConfigError(f"size {size} is too small: fine-tuning needs at least {smallest} documents "
-                                  f"({'one per label, ' if cfg.codebook.kind == 'single' else ''}"
+                                  f"({'one per label, ' if single else ''}"
                                   f"and min_examples = {ft.min_examples})", file=cfg.source, field="curve.sizes")
 
     def run(self) -> dict:
@@ -375,21 +285,19 @@ class Curve:
         cfg, curve = self.cfg, self.curve
         started = time.time()
         try:
-            base_identity = _model_identity(resolve_model(self.base_model()))
+            base_identity = model_identity(resolve_model(self.base_model()))
         except Exception as exc:  # noqa: BLE001 - a clear config error, before any work
             raise ConfigError(getattr(exc, "message", str(exc)), file=cfg.source, field="curve.model") from None
         self.check_sizes()
-        refs = self.reference_specs()
+        refs = self.reference_names()
         self.log(f"curve: {len(refs)} reference system(s), then {len(curve.sizes)} sizes × {len(curve.seeds)} "
                  f"seeds of LoRA on {self.base_model()}")
-        ref_cfg = dataclasses.replace(cfg, systems=refs)
-        results = Comparison(ref_cfg, progress=self.progress, fresh=self.fresh, log=self.log).run()
+        results = Comparison(cfg, progress=self.progress, fresh=self.fresh, log=self.log, systems=refs).run()
 
         dataset = cfg.load_data()
         train, test = split_data(cfg, dataset)
         gold = [d.label for d in test.docs]
-        data_fp = _fingerprint(cfg.codebook.to_dict(), [(d.id, d.text, label_to_json(d.label)) for d in test.docs],
-                               [(d.id, d.text, label_to_json(d.label)) for d in train.docs], cfg.seed)
+        data_fp = data_fingerprint(cfg.codebook, train, test, cfg.seed)
         points_dir = self.folder / "points"
         points_dir.mkdir(parents=True, exist_ok=True)
         for size in curve.sizes:
@@ -398,9 +306,10 @@ class Curve:
         points = []
         todo = [(size, seed) for size in curve.sizes for seed in curve.seeds]
         for i, (size, seed) in enumerate(todo, start=1):
-            store = points_dir / f"{_slug(size_key(size))}-{seed}.json"
-            specs = {a: self.point_spec(size, seed, a) for a in curve.answers}
-            fp = _fingerprint(data_fp, specs, cfg.finetune, base_identity, cfg.n_boot)
+            store = points_dir / f"{slug(size_key(size))}-{seed}.json"
+            context = run_context(cfg, progress=self.progress, log=self.log, seed=seed)
+            systems = {a: self.point_system(size, seed, a, context) for a in curve.answers}
+            fp = fingerprint(data_fp, {a: s.fingerprint() for a, s in systems.items()}, base_identity, cfg.bootstrap)
             if not self.fresh and store.exists():
                 try:
                     saved = json.loads(store.read_text(encoding="utf-8"))
@@ -411,9 +320,9 @@ class Curve:
                     points.append(saved)
                     continue
             self.log(f"curve point {i}/{len(todo)}: size {size}, seed {seed} …")
-            record = self.run_point(size, seed, specs, train, test, gold)
+            record = self.run_point(size, seed, systems, train, test, gold)
             record["fingerprint"] = fp
-            _write_atomic(store, record)
+            write_atomic(store, record)
             if not curve.keep_checkpoints:
                 shutil.rmtree(Path(record["run"]) / "checkpoints", ignore_errors=True)
             summary = ", ".join(f"{a} {r['metrics']['primary']} {r['metrics'][r['metrics']['primary']]:.3f}"
@@ -423,25 +332,24 @@ class Curve:
             points.append(record)
 
         ref_labels, ref_metrics = {}, {}
-        for spec in refs:
-            stored = json.loads((cfg.output / "systems" / f"{_slug(spec['name'])}.json").read_text(encoding="utf-8"))
-            ref_labels[spec["name"]] = [label_from_json(p["label"], cfg.codebook) for p in stored["predictions"]]
-            ref_metrics[spec["name"]] = stored["metrics"]
+        for name in refs:
+            stored = json.loads((Path(cfg.output) / "systems" / f"{slug(name)}.json").read_text(encoding="utf-8"))
+            ref_labels[name] = [label_from_json(p["label"], cfg.codebook) for p in stored["predictions"]]
+            ref_metrics[name] = stored["metrics"]
         for p in points:
             for a in p["answers"].values():
                 a["labels"] = [label_from_json(x["label"], cfg.codebook) for x in a["predictions"]]
-        agg = aggregate(cfg.codebook, gold, points, ref_labels, answers=curve.answers, n_boot=cfg.n_boot,
+        agg = aggregate(cfg.codebook, gold, points, ref_labels, answers=curve.answers, n_boot=cfg.bootstrap,
                         seed=cfg.seed, ref_metrics=ref_metrics)
-        primary = PRIMARY[cfg.codebook.kind]
         out = {
             "name": cfg.name,
             "config": str(cfg.source),
-            "curve": curve.as_dict(),
+            "curve": curve.settings() | {"answers": curve.answers},
             "base_model": self.base_model(),
             "finetune": dict(cfg.finetune),
-            "primary": primary,
+            "primary": PRIMARY[cfg.codebook.kind],
             "seed": cfg.seed,
-            "n_boot": cfg.n_boot,
+            "n_boot": cfg.bootstrap,
             "data": {"train_pool": len(train), "test": len(test),
                      "test_ids_sha256": results["data"]["test_ids_sha256"]},
             "references": agg["references"],
@@ -454,17 +362,17 @@ class Curve:
             "seconds": round(time.time() - started, 2),
             "train_seconds_total": round(sum(p["training"].get("wall_seconds") or 0 for p in points), 2),
         }
-        _write_atomic(self.folder / "curve.json", out)
+        write_atomic(self.folder / "curve.json", out)
         return out
 
-    def run_point(self, size: int | str, seed: int, specs: dict[str, dict], train, test, gold: list) -> dict:
+    def run_point(self, size: int | str, seed: int, systems: dict[str, FinetunedSystem], train, test,
+                  gold: list) -> dict:
         cfg = self.cfg
-        comparison = Comparison(dataclasses.replace(cfg, seed=seed), progress=self.progress, log=self.log)
         record: dict[str, Any] = {"size": size, "seed": seed, "answers": {}}
-        for answer, spec in specs.items():
-            data, _, _, run = comparison.finetune_spec(spec, train)
-            preds, stats = comparison._finetuned(spec, train, test)
-            metrics = evaluate(cfg.codebook, gold, [p.label for p in preds], n_boot=cfg.n_boot, seed=cfg.seed)
+        for answer, system in systems.items():
+            data = system.training_data(train)
+            preds, stats = system.run(train, test)
+            metrics = evaluate(cfg.codebook, gold, [p.label for p in preds], n_boot=cfg.bootstrap, seed=cfg.seed)
             record["answers"][answer] = {
                 "metrics": metrics,
                 "stats": stats.as_dict(),
@@ -472,8 +380,8 @@ class Curve:
                                 for p in preds],
             }
             record["n_train"] = len(data)
-            record["train_ids_sha256"] = _fingerprint([d.id for d in data.docs])
-            record["run"] = str(run)
+            record["train_ids_sha256"] = fingerprint([d.id for d in data.docs])
+            record["run"] = str(system.run_folder(data))
         manifest = json.loads((Path(record["run"]) / "manifest.json").read_text(encoding="utf-8"))
         training = manifest["training"]
         record["training"] = {
@@ -497,5 +405,5 @@ def load_points(folder: Path) -> list[dict]:
     return [json.loads(p.read_text(encoding="utf-8")) for p in sorted((Path(folder) / "points").glob("*.json"))]
 
 
-__all__ = ["CurveConfig", "Curve", "aggregate", "primary_counts", "f1_from_counts", "resample_weights",
+__all__ = ["Curve", "aggregate", "primary_counts", "f1_from_counts", "resample_weights",
            "seed_interval", "load_points"]

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass, field
 
 from annotune.backends.api.cache import ResponseCache
-from annotune.backends.api.client import _structured_text, build_requests, estimate_prompt_tokens, estimate_tokens
+from annotune.backends.api.requests import build_requests, estimate_prompt_tokens, estimate_tokens, structured_text
 from annotune.backends.api.pricing import Price
-from annotune.systems.api import cache_path, load_tokenizer, system_builder, system_price
+from annotune.systems.api import ApiSystem
 from annotune.tasks.parsing import answer_text
 from annotune.tasks.prompts import constrained_questions
 
@@ -52,21 +52,21 @@ def plan_config(cfg) -> list[SystemPlan]:
     """Tokens and cost of every api system of a comparison, counted from the requests the run would send
     (nothing is sent). Input tokens are exact with a system's ``tokenizer``, estimated otherwise; output
     tokens are estimated from the gold answers' length."""
-    from annotune.experiments.compare import split_data
+    from annotune.experiments.compare import run_context, split_data
+    from annotune.experiments.config import build_systems
 
     dataset = cfg.load_data()
     train, test = split_data(cfg, dataset)
+    context = run_context(cfg, progress=False, log=lambda m: None)
     plans = []
-    for i, spec in enumerate(cfg.systems, start=1):
-        if spec.get("type") != "api":
+    for i, system in enumerate(build_systems(cfg, context), start=1):
+        if not isinstance(system, ApiSystem):
             continue
-        answer = spec.get("answer", "generate")
-        structured = bool(spec.get("structured", False))
-        builder = system_builder(cfg, spec, train.docs)
-        reqs = build_requests(test.docs, builder, answer, model=spec["model"], base_url=spec["base_url"],
-                              structured=structured, max_tokens=spec.get("max_tokens"),
-                              top_logprobs=spec.get("top_logprobs", 20))
-        tokenizer = load_tokenizer(cfg, spec)
+        sc = system.config
+        builder = system.builder(train.docs)
+        reqs = build_requests(test.docs, builder, sc.answer, model=sc.model, base_url=sc.base_url,
+                              structured=sc.structured, max_tokens=sc.max_tokens, top_logprobs=sc.top_logprobs)
+        tokenizer = system.tokenizer()
         count = (lambda text: len(tokenizer(text, add_special_tokens=False)["input_ids"])) if tokenizer else \
             estimate_tokens
         input_tokens = sum(estimate_prompt_tokens(r.body["messages"], tokenizer) for r in reqs)
@@ -77,25 +77,25 @@ def plan_config(cfg) -> list[SystemPlan]:
             if r.question is None:
                 gold = test.docs[r.doc].label
                 text = answer_text(gold, cb) if gold is not None else "x" * 4 * 8
-                if structured:
-                    text = _structured_text(gold, cb) if gold is not None else text
+                if sc.structured:
+                    text = structured_text(gold, cb) if gold is not None else text
                 output_tokens += min(count(text) + 1, int(r.body["max_tokens"]))
             else:
                 opts = questions[r.question].options
                 avg = sum(count(o) for o in opts) / len(opts)
-                output_tokens += min(math.ceil(avg + (count('{"answer":""}') if structured else 0)) + 1,
+                output_tokens += min(math.ceil(avg + (count('{"answer":""}') if sc.structured else 0)) + 1,
                                      int(r.body["max_tokens"]))
         cached = 0
-        path = cache_path(cfg, spec)
+        path = system.cache_path()
         if path.exists():
             with ResponseCache(path) as cache:
                 cached = sum(r.key in cache for r in reqs)
         notes = []
-        if answer == "constrained":
+        if sc.answer == "constrained":
             notes.append("constrained: assumes the endpoint returns logprobs (else one more request per document)")
-        price = system_price(cfg, spec, f"systems[{i}].price")
+        price = system.price(i)
         if price is None:
-            notes.append(f"no price known for {spec['model']!r}")
-        plans.append(SystemPlan(spec["name"], spec["model"], answer, len(test.docs), len(reqs), cached,
+            notes.append(f"no price known for {sc.model!r}")
+        plans.append(SystemPlan(sc.name, sc.model, sc.answer, len(test.docs), len(reqs), cached,
                                 input_tokens, output_tokens, tokenizer is not None, price, notes))
     return plans

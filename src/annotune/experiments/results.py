@@ -7,6 +7,8 @@ from pathlib import Path
 
 from annotune.codebook import Codebook
 from annotune.data.dataset import Doc
+from annotune.evaluation.formatting import fmt
+from annotune.tasks import get_task
 from annotune.tasks.labels import label_from_json
 
 
@@ -26,18 +28,6 @@ def write_predictions_csv(path: Path, systems: list[dict], docs: list[Doc], code
                 writer.writerow([s["name"], p["id"], gold[p["id"]], p["raw"], parsed, prob, p["error"] or ""])
 
 
-def _fmt(x: float | None, pct: bool = False) -> str:
-    if x is None:
-        return "–"
-    return f"{100 * x:.1f}" if pct else f"{x:.3f}"
-
-
-def _ci(m: dict, key: str) -> str:
-    ci = m.get(f"{key}_ci")
-    base = _fmt(m.get(key))
-    return f"{base} [{_fmt(ci[0])}, {_fmt(ci[1])}]" if ci and ci[0] is not None else base
-
-
 def cost_per_1k_docs(stats: dict) -> float | None:
     """USD per 1,000 documents of a system (API and predictions systems with a price), else None."""
     if stats.get("cost_per_1k_docs") is not None:
@@ -48,16 +38,10 @@ def cost_per_1k_docs(stats: dict) -> float | None:
 
 
 def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
-    """Header and rows of the comparison table for the task kind in ``results``."""
-    kind = results["task"]["task"]["kind"]
-    if kind == "single":
-        header = ["System", "Valid %", "Acc (valid)", "Acc (all)", "Macro-F1 [95% CI]", "κ", "docs/s", "seconds"]
-    elif kind == "multi":
-        header = ["System", "Valid %", "Exact (valid)", "Exact (all)", "Micro-F1 [95% CI]", "Macro-F1", "Jaccard",
-                  "docs/s", "seconds"]
-    else:
-        header = ["System", "Valid %", "Presence µF1", "Intensity µF1 [95% CI]", "accD", "Jaccard", "docs/s",
-                  "seconds"]
+    """Header and rows of the comparison table; the metric columns come from the task kind in ``results``
+    (``TaskKind.table_header``/``table_cells``)."""
+    task = get_task(results["task"]["task"]["kind"])
+    header = ["System", "Valid %", *task.table_header(), "docs/s", "seconds"]
     costs = any(cost_per_1k_docs(s["stats"]) is not None for s in results["systems"])
     if costs:  # API systems: money next to the local systems' compute time
         header = [*header, "$/1k docs"]
@@ -69,15 +53,7 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         if costs:
             usd = cost_per_1k_docs(st)
             speed.append("–" if usd is None else f"{usd:.4f}" if usd < 0.1 else f"{usd:.2f}")
-        if kind == "single":
-            rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["accuracy_valid"]), _fmt(m["accuracy"]),
-                         _ci(m, "macro_f1"), _fmt(m.get("kappa")), *speed])
-        elif kind == "multi":
-            rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["accuracy_valid"]), _fmt(m["accuracy"]),
-                         _ci(m, "micro_f1"), _fmt(m["macro_f1"]), _fmt(m["jaccard"]), *speed])
-        else:
-            rows.append([s["name"], _fmt(m["valid_rate"], True), _fmt(m["presence_micro_f1"]),
-                         _ci(m, "intensity_micro_f1"), _fmt(m["accD"]), _fmt(m["jaccard"]), *speed])
+        rows.append([s["name"], fmt(m["valid_rate"], True), *task.table_cells(m), *speed])
     return header, rows
 
 

@@ -21,7 +21,6 @@ import math
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,66 +28,13 @@ from annotune.codebook import Codebook
 from annotune.data.dataset import Doc
 from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError, DataError
+from annotune.finetune.config import FineTuneConfig
 from annotune.tasks.parsing import answer_text
 from annotune.tasks.prompts import PromptBuilder
 
 RUN_MANIFEST = "manifest.json"
 RUN_PROMPT = "prompt.json"
 RUN_CODEBOOK = "codebook.json"
-
-
-@dataclass
-class FineTuneConfig:
-    """Hyper-parameters. Defaults are for the embedded 135M model on a CPU: a LoRA learning rate well
-    above the 2e-4 used for 7B models trains a 135M model in one epoch."""
-
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.0  # LoRA dropout; its random masks cost ~10 % of a CPU step
-    target_modules: list[str] | str = "all-linear"
-    learning_rate: float = 1e-3
-    epochs: float = 1.0
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_length: int = 512  # tokens per example (prompt + answer); documents are cut to fit, never answers
-    max_text_tokens: int = 256  # document tokens kept in the prompt
-    warmup_ratio: float = 0.05
-    weight_decay: float = 0.0
-    save_steps: int = 25
-    eval_steps: int | None = None  # None: evaluate on the dev split once per epoch
-    dev_size: float | int = 0.1  # part of the training data held out for evaluation during training
-    max_dev: int = 64
-    short_prompt: bool = True
-    seed: int = 0
-    dtype: str = "auto"  # bf16 autocast where the CPU/GPU supports it, fp32 otherwise
-    qlora: bool = False  # 4-bit base weights through bitsandbytes (CUDA only)
-    gradient_checkpointing: bool = False  # trade compute for memory (large models on small GPUs)
-    min_examples: int = 4
-    logging_steps: int = 5
-
-    @classmethod
-    def from_dict(cls, data: dict, *, file: str | Path | None = None, where: str = "finetune") -> "FineTuneConfig":
-        known = {f.name for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                raise ConfigError(f"unknown fine-tuning option {key!r} (known: {', '.join(sorted(known))})",
-                                  file=file, field=f"{where}.{key}")
-        cfg = cls(**data)
-        checks = [
-            (cfg.r >= 1, "r must be ≥ 1", "r"),
-            (cfg.alpha > 0, "alpha must be > 0", "alpha"),
-            (0 <= cfg.dropout < 1, "dropout must be in [0, 1)", "dropout"),
-            (cfg.learning_rate > 0, "learning_rate must be > 0", "learning_rate"),
-            (cfg.epochs > 0, "epochs must be > 0", "epochs"),
-            (cfg.batch_size >= 1, "batch_size must be ≥ 1", "batch_size"),
-            (cfg.grad_accum >= 1, "grad_accum must be ≥ 1", "grad_accum"),
-            (cfg.max_length >= 16, "max_length must be ≥ 16", "max_length"),
-            (cfg.save_steps >= 1, "save_steps must be ≥ 1", "save_steps"),
-        ]
-        for ok, msg, key in checks:
-            if not ok:
-                raise ConfigError(msg, file=file, field=f"{where}.{key}")
-        return cfg
 
 
 def data_fingerprint(docs: list[Doc]) -> str:
@@ -282,7 +228,7 @@ class FineTuner:
             "data": {"file": data_file, "sha256": data_fingerprint(train_docs), "train": len(info["fit_docs"]),
                      "dev": len(info["dev_docs"]), "dev_ids": [d.id for d in info["dev_docs"]]},
             "seed": cfg.seed,
-            "hyperparameters": asdict(cfg),
+            "hyperparameters": cfg.settings(),
             "resolved": {"device": info["device"], "dtype": str(info["dtype"]).replace("torch.", ""),
                          "steps": result.global_step},
             "training": {

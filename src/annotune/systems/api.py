@@ -1,145 +1,140 @@
-"""`type = "api"` systems: a model behind an OpenAI-compatible endpoint (see `annotune.backends.api`)."""
+"""`type = "api"`: a model behind an OpenAI-compatible endpoint (OpenAI, Azure, vLLM, Ollama, llama.cpp's
+server or `annotune serve`), through `annotune.backends.api.ApiBackend`."""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Callable
+from typing import Any, Literal
+
+from pydantic import Field, field_validator
 
 from annotune.backends.api.cache import endpoint_id
-from annotune.backends.api.client import ANSWER_MODES, ApiBackend, _reasons
+from annotune.backends.api.client import ApiBackend, retry_summary
 from annotune.backends.api.pricing import Price, resolve_price
-from annotune.backends.base import Prediction, RunStats
+from annotune.config import resolve_path
 from annotune.errors import ConfigError
+from annotune.systems.base import System, SystemConfig, register_system
+from annotune.systems.local import Answer
 from annotune.tasks.prompts import PromptBuilder
 
-_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+class ApiConfig(SystemConfig):
+    type: Literal["api"] = "api"
+    base_url: str = Field(pattern=r"^https?://", description="Endpoint, e.g. https://api.openai.com/v1.")
+    model: str = Field(min_length=1, description="Model id the endpoint knows.")
+    api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key "
+                                                      "(never the key itself).")
+    shots: int = Field(0, ge=0, description="Labelled training examples shown before each document.")
+    answer: Answer = Field("generate", description="generate, or constrained (per-question logprobs).")
+    example_chars: int = Field(1500, ge=1, description="Characters of each example's text kept in the prompt.")
+    definitions: bool = Field(True, description="Show label definitions (false: the short prompt a fine-tuned "
+                                                "run was trained with).")
+    structured: bool = Field(False, description="Ask for strict JSON-schema output.")
+    concurrency: int = Field(4, ge=1, le=256, description="Requests in flight at once.")
+    max_retries: int = Field(100, ge=0, description="Retry budget for the whole run.")
+    retries_per_request: int = Field(8, ge=0, description="Retries of one request.")
+    malformed_retries: int = Field(1, ge=0, description="Retries of a malformed response before INVALID.")
+    budget_usd: float | None = Field(None, ge=0, description="Stop before spending more than this (needs a price).")
+    timeout: float = Field(60.0, gt=0, description="Seconds per request.")
+    backoff: float = Field(1.0, ge=0, description="Base of the exponential backoff, in seconds.")
+    max_tokens: int | None = Field(None, ge=1, description="Longest answer (default: by task kind).")
+    top_logprobs: int = Field(20, ge=1, le=20, description="Alternatives per position for constrained answers.")
+    price: float | dict[str, Any] | str | None = Field(None, description="0 (free), {input = ..., output = ...} "
+                                                                          "USD per 1M tokens, or a price file.")
+    cache: str | None = Field(None, min_length=1, description="Response cache (default: <output>/api-cache.sqlite).")
+    tokenizer: str | None = Field(None, min_length=1, description="HF tokenizer for exact token counts in `plan`.")
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _env_name(cls, value: str | None) -> str | None:
+        import re
+
+        if value is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", value):
+            # never echo the value: it may be the key itself
+            raise ValueError("api_key_env must be the NAME of the environment variable that holds the API key "
+                             "(e.g. OPENAI_API_KEY), never the key itself")
+        return value
+
+    def resolve_paths(self, base: Path) -> None:
+        if self.cache:
+            self.cache = str(resolve_path(self.cache, base))
+        if self.tokenizer and resolve_path(self.tokenizer, base).exists():
+            self.tokenizer = str(resolve_path(self.tokenizer, base))
+        if isinstance(self.price, str):
+            self.price = str(resolve_path(self.price, base))
 
 
-def check_api_spec(spec: dict, file: Path, where: str) -> None:
-    """ConfigError for an `api` system whose options are missing or of the wrong type. Never echoes
-    ``api_key_env`` when it does not look like a variable name (it may be the key itself)."""
-    def fail(msg: str, key: str) -> ConfigError:
-        return ConfigError(msg, file=file, field=f"{where}.{key}")
+@register_system
+class ApiSystem(System):
+    type = "api"
+    config_class = ApiConfig
 
-    for key in ("base_url", "model"):
-        if not isinstance(spec.get(key), str) or not spec[key].strip():
-            raise fail(f"an api system needs {key} = \"...\"", key)
-    if not re.match(r"^https?://", spec["base_url"]):
-        raise fail(f"base_url must start with http:// or https://, not {spec['base_url']!r}", "base_url")
-    env = spec.get("api_key_env")
-    if env is not None and (not isinstance(env, str) or not _ENV_NAME.match(env)):
-        raise fail("api_key_env must be the NAME of the environment variable that holds the API key "
-                   "(e.g. OPENAI_API_KEY), never the key itself", "api_key_env")
-    if spec.get("answer", "generate") not in ANSWER_MODES:
-        raise fail("answer must be 'generate' or 'constrained'", "answer")
-    ints = {"concurrency": (1, 256), "max_retries": (0, None), "retries_per_request": (0, None),
-            "malformed_retries": (0, None), "max_tokens": (1, None), "top_logprobs": (1, 20)}
-    for key, (lo, hi) in ints.items():
-        if key in spec:
-            v = spec[key]
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-                rng = f"between {lo} and {hi}" if hi is not None else f">= {lo}"
-                raise fail(f"{key} must be an integer {rng}, not {v!r}", key)
-    for key, positive in (("budget_usd", False), ("timeout", True), ("backoff", False)):
-        if key in spec:
-            v = spec[key]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0 or (positive and v == 0):
-                raise fail(f"{key} must be a number {'> 0' if positive else '>= 0'}, not {v!r}", key)
-    for key in ("structured", "definitions"):
-        if key in spec and not isinstance(spec[key], bool):
-            raise fail(f"{key} must be true or false, not {spec[key]!r}", key)
-    for key in ("cache", "tokenizer"):
-        if key in spec and (not isinstance(spec[key], str) or not spec[key].strip()):
-            raise fail(f"{key} must be a path, not {spec[key]!r}", key)
-    resolve_price(spec.get("price"), spec["model"], spec["base_url"], base_dir=file.parent, file=file,
-                  field=f"{where}.price")
+    def price(self, index: int | None = None) -> Price | None:
+        cfg, ctx = self.config, self.context
+        where = f"systems[{index}].price" if index is not None else "price"
+        return resolve_price(cfg.price, cfg.model, cfg.base_url, base_dir=ctx.base_dir, file=ctx.source, field=where)
 
+    def cache_path(self) -> Path:
+        return Path(self.config.cache) if self.config.cache else self.context.output / "api-cache.sqlite"
 
-def system_price(cfg, spec: dict, where: str = "price") -> Price | None:
-    return resolve_price(spec.get("price"), spec["model"], spec["base_url"], base_dir=cfg.source.parent,
-                         file=cfg.source, field=where)
+    def tokenizer(self):
+        """The HF tokenizer the system names for exact token counts, else None."""
+        if not self.config.tokenizer:
+            return None
+        from transformers import AutoTokenizer
 
+        from annotune.backends.models import loadable_path, resolve_model
 
-def _path(cfg, value: str) -> Path:
-    path = Path(value).expanduser()
-    return path if path.is_absolute() else cfg.source.parent / path
+        return AutoTokenizer.from_pretrained(loadable_path(resolve_model(self.config.tokenizer)))
 
+    def preflight(self, index: int) -> dict:
+        """Key variable set, price known where a budget needs one; the identity never holds the key."""
+        cfg = self.config
+        if cfg.api_key_env and not os.environ.get(cfg.api_key_env, "").strip():
+            raise self.fail(f"the environment variable {cfg.api_key_env} is not set (it must hold the API key)",
+                            "api_key_env", index)
+        price = self.price(index)
+        if cfg.budget_usd is not None and price is None:
+            raise self.fail(f"budget_usd needs a price for model {cfg.model!r}: set price = {{input = ..., "
+                            "output = ...}} (USD per 1M tokens)", "price", index)
+        return {"endpoint": endpoint_id(cfg.base_url), "model": cfg.model,
+                "price": price.as_dict() if price else None}
 
-def cache_path(cfg, spec: dict) -> Path:
-    """Where an api system's responses are cached: ``cache`` (relative to the config) or
-    ``<output>/api-cache.sqlite``."""
-    return _path(cfg, spec["cache"]) if spec.get("cache") else Path(cfg.output) / "api-cache.sqlite"
+    def backend(self) -> ApiBackend:
+        cfg, ctx = self.config, self.context
+        price = self.price()
+        if price is None:
+            ctx.log(f"warning: {self.name}: no price known for model {cfg.model!r}; cost is not reported (set "
+                    "price = {input = ..., output = ...} in the system)")
+        return ApiBackend(
+            cfg.base_url, cfg.model, api_key_env=cfg.api_key_env, concurrency=cfg.concurrency,
+            max_retries=cfg.max_retries, retries_per_request=cfg.retries_per_request,
+            malformed_retries=cfg.malformed_retries, budget_usd=cfg.budget_usd, structured=cfg.structured,
+            price=price, timeout=float(cfg.timeout), backoff=float(cfg.backoff), max_tokens=cfg.max_tokens,
+            top_logprobs=cfg.top_logprobs, cache=self.cache_path(),
+            budget_tokenizer=self.tokenizer() if cfg.budget_usd is not None else None, log=ctx.log)
 
+    def builder(self, train_docs: list) -> PromptBuilder:
+        from annotune.tasks.prompts import draw_examples
 
-def load_tokenizer(cfg, spec: dict):
-    """The HF tokenizer a system names for exact token counts (``tokenizer = "<model or folder>"``)."""
-    if not spec.get("tokenizer"):
-        return None
-    from transformers import AutoTokenizer
+        cfg, ctx = self.config, self.context
+        examples = draw_examples(train_docs, ctx.codebook, cfg.shots, ctx.seed)
+        return PromptBuilder(ctx.codebook, examples, example_chars=cfg.example_chars, definitions=cfg.definitions)
 
-    from annotune.backends.models import loadable_path, resolve_model
-
-    value = spec["tokenizer"]
-    local = _path(cfg, value)
-    source = resolve_model(str(local) if local.exists() else value)
-    return AutoTokenizer.from_pretrained(loadable_path(source))
-
-
-def api_identity(cfg, spec: dict, index: int) -> dict:
-    """Preflight of an api system (key variable set, price known where a budget needs one) and what
-    identifies it in the fingerprint (never the key)."""
-    where = f"systems[{index}]"
-    env = spec.get("api_key_env")
-    if env and not os.environ.get(env, "").strip():
-        raise ConfigError(f"the environment variable {env} is not set (it must hold the API key)", file=cfg.source,
-                          field=f"{where}.api_key_env")
-    price = system_price(cfg, spec, f"{where}.price")
-    if spec.get("budget_usd") is not None and price is None:
-        raise ConfigError(f"budget_usd needs a price for model {spec['model']!r}: set price = {{input = ..., "
-                          "output = ...}} (USD per 1M tokens)", file=cfg.source, field=f"{where}.price")
-    return {"endpoint": endpoint_id(spec["base_url"]), "model": spec["model"],
-            "price": price.as_dict() if price else None}
+    def run(self, train, test):
+        backend = self.backend()
+        try:
+            builder = self.builder(train.docs)
+            preds, stats = backend.label(test.docs, builder, self.config.answer, progress=self.context.progress)
+        finally:
+            backend.close()
+        stats.extra["examples"] = [d.id for d in builder.examples]
+        ex = stats.extra
+        if ex["retries"] or ex["failed_requests"]:
+            self.context.log(f"{self.name}: {ex['retries']} retries ({retry_summary(ex['retry_reasons'])}), "
+                             f"{ex['failed_requests']} failed requests recorded as INVALID")
+        return preds, stats
 
 
-def backend_from_spec(cfg, spec: dict, log: Callable[[str], None] | None = None) -> ApiBackend:
-    price = system_price(cfg, spec)
-    if price is None:
-        (log or print)(f"warning: {spec['name']}: no price known for model {spec['model']!r}; cost is not "
-                       "reported (set price = {input = ..., output = ...} in the system)")
-    return ApiBackend(
-        spec["base_url"], spec["model"], api_key_env=spec.get("api_key_env"),
-        concurrency=spec.get("concurrency", 4), max_retries=spec.get("max_retries", 100),
-        retries_per_request=spec.get("retries_per_request", 8), malformed_retries=spec.get("malformed_retries", 1),
-        budget_usd=spec.get("budget_usd"), structured=spec.get("structured", False), price=price,
-        timeout=float(spec.get("timeout", 60.0)), backoff=float(spec.get("backoff", 1.0)),
-        max_tokens=spec.get("max_tokens"), top_logprobs=spec.get("top_logprobs", 20),
-        cache=cache_path(cfg, spec), budget_tokenizer=load_tokenizer(cfg, spec) if spec.get("budget_usd") else None,
-        log=log)
-
-
-def system_builder(cfg, spec: dict, train_docs: list) -> PromptBuilder:
-    from annotune.tasks.prompts import draw_examples
-
-    examples = draw_examples(train_docs, cfg.codebook, int(spec.get("shots", 0)), cfg.seed)
-    # definitions = false: the short prompt a fine-tuned run was trained with (a served fine-tuned model)
-    return PromptBuilder(cfg.codebook, examples, example_chars=int(spec.get("example_chars", 1500)),
-                         definitions=bool(spec.get("definitions", True)))
-
-
-def run_api_system(cfg, spec: dict, train, test, *, progress: bool = True,
-                   log: Callable[[str], None] | None = None) -> tuple[list[Prediction], RunStats]:
-    """An `api` system of a comparison on the test split."""
-    backend = backend_from_spec(cfg, spec, log)
-    try:
-        builder = system_builder(cfg, spec, train.docs)
-        preds, stats = backend.label(test.docs, builder, spec.get("answer", "generate"), progress=progress)
-    finally:
-        backend.close()
-    stats.extra["examples"] = [d.id for d in builder.examples]
-    ex = stats.extra
-    if log and (ex["retries"] or ex["failed_requests"]):
-        log(f"{spec['name']}: {ex['retries']} retries ({_reasons(ex['retry_reasons'])}), "
-            f"{ex['failed_requests']} failed requests recorded as INVALID")
-    return preds, stats
+__all__ = ["ApiConfig", "ApiSystem", "ConfigError"]

@@ -1,21 +1,23 @@
 """The classical baseline every LLM system must beat: TF-IDF features + logistic regression.
 
 It trains in seconds on the same training split, so a comparison table without it flatters LLMs.
-Multi-label tasks use one-vs-rest; dimension tasks one classifier per dimension over
-``none`` + the scale values.
+One classifier per constrained question of the task kind (``TaskKind.option_targets``): for single-label
+tasks one over the labels; multi-label tasks one-vs-rest (yes/no per label); dimension tasks one per
+dimension over ``none`` + the scale values. Labels are decided as in `constrained` mode.
 """
 
 from __future__ import annotations
 
 import time
+from typing import Literal
 
 import numpy as np
+from pydantic import Field
 
-from annotune.backends.base import Prediction, RunStats, decide_constrained
+from annotune.backends.base import Prediction, RunStats
 from annotune.codebook import Codebook
+from annotune.systems.base import System, SystemConfig, register_system
 from annotune.data.dataset import Doc
-from annotune.tasks.parsing import answer_text
-from annotune.tasks.prompts import absent_value, dimension_values
 
 
 class TfidfBaseline:
@@ -45,40 +47,45 @@ class TfidfBaseline:
         vec = self._vectorizer()
         x_train = vec.fit_transform([d.text for d in train])
         x_test = vec.transform([d.text for d in test])
-        if cb.kind == "single":
-            y = [d.label for d in train]
+        task = cb.task
+        targets = [task.option_targets(d.label) for d in train]  # the right option of each question
+        columns = []
+        for q in range(len(task.constrained_questions())):
+            y = [t[q] for t in targets]
+            if len(set(y)) == 1:  # a constant column: predict it with certainty
+                columns.append(([y[0]], np.ones((len(test), 1))))
+                continue
             clf = self._classifier().fit(x_train, y)
-            proba = clf.predict_proba(x_test)
-            classes = list(clf.classes_)
-            preds = []
-            for doc, p in zip(test, proba):
-                best = int(np.argmax(p))
-                probs = {name: float(p[classes.index(name)]) if name in classes else 0.0 for name in cb.label_names}
-                preds.append(Prediction(doc.id, classes[best], classes[best], float(p[best]), probs))
-        else:
-            targets = cb.label_names
-            columns = []
-            for name in targets:
-                if cb.kind == "multi":
-                    y = ["yes" if name in d.label else "no" for d in train]
-                else:
-                    y = [d.label.get(name, absent_value(cb)) for d in train]
-                if len(set(y)) == 1:  # a constant column: predict it with certainty
-                    columns.append(([y[0]], np.ones((len(test), 1))))
-                    continue
-                clf = self._classifier().fit(x_train, y)
-                columns.append((list(clf.classes_), clf.predict_proba(x_test)))
-            preds = [self._decide(doc, i, targets, columns) for i, doc in enumerate(test)]
+            columns.append((list(clf.classes_), clf.predict_proba(x_test)))
+        options = [q.options for q in task.constrained_questions()]
+        preds = [self._decide(doc, i, columns, options) for i, doc in enumerate(test)]
         stats = RunStats(docs=len(test), seconds=time.perf_counter() - started)
         return preds, stats
 
-    def _decide(self, doc: Doc, i: int, targets: list[str], columns) -> Prediction:
-        """Align each target's class probabilities with the constrained answer options and decide
+    def _decide(self, doc: Doc, i: int, columns, options: list[tuple[str, ...]]) -> Prediction:
+        """Align each question's class probabilities with its constrained answer options and decide
         exactly as the LLM `constrained` mode does."""
-        cb = self.codebook
-        values = ("yes", "no") if cb.kind == "multi" else dimension_values(cb)
+        task = self.codebook.task
         option_probs = []
-        for classes, p in columns:
+        for values, (classes, p) in zip(options, columns):
             option_probs.append(np.array([p[i][classes.index(v)] if v in classes else 0.0 for v in values]))
-        label, conf, probs = decide_constrained(cb, option_probs)
-        return Prediction(doc.id, answer_text(label, cb), label, conf, probs)
+        label, conf, probs = task.decide(option_probs)
+        return Prediction(doc.id, task.answer_text(label), label, conf, probs)
+
+
+class TfidfConfig(SystemConfig):
+    type: Literal["tfidf"] = "tfidf"
+    C: float = Field(10.0, gt=0, description="Inverse regularisation strength of the logistic regression.")
+
+
+@register_system
+class TfidfSystem(System):
+    """TF-IDF + logistic regression trained on the training split."""
+
+    type = "tfidf"
+    config_class = TfidfConfig
+    trains = True
+
+    def run(self, train, test):
+        ctx = self.context
+        return TfidfBaseline(ctx.codebook, seed=ctx.seed, C=self.config.C).fit_predict(train.docs, test.docs)

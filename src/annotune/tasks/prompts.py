@@ -8,7 +8,9 @@ document, and only then the question and answer options; `PromptParts` carries t
 
 `generate` answering asks the task's main question. `constrained` answering scores each allowed answer:
 for `single` the label names; for `multi` a yes/no question per label; for `dimensions` a
-none/low/medium/high question per dimension.
+none/low/medium/high question per dimension. The questions, answer options and answer format belong to
+the codebook's task kind (``codebook.task``); the functions here are the kind-independent layout and thin
+delegates kept for callers.
 """
 
 from __future__ import annotations
@@ -19,19 +21,13 @@ from dataclasses import dataclass, field
 
 from annotune.codebook import Codebook
 from annotune.data.dataset import Doc
-from annotune.tasks.parsing import answer_text
+from annotune.tasks.base import Question
+from annotune.tasks.dimensions import NONE_VALUE, absent_value, dimension_values
 
-NONE_VALUE = "none"
+__all__ = ["NONE_VALUE", "PromptBuilder", "PromptParts", "Question", "absent_value", "answer_format",
+           "constrained_questions", "dimension_values", "draw_examples", "end_of_turn", "main_question",
+           "render_chat", "system_prompt"]
 
-
-def absent_value(codebook: Codebook) -> str:
-    """The answer meaning "dimension not present": "none", or "absent" if "none" is itself on the scale."""
-    return "absent" if codebook.canonical_value(NONE_VALUE) is not None else NONE_VALUE
-
-
-def dimension_values(codebook: Codebook) -> tuple[str, ...]:
-    """The answers to a per-dimension question: absent, then the scale."""
-    return (absent_value(codebook), *codebook.scale)
 _DOC_MARK = "\x00ANNOTUNE_DOC\x00"
 _QUESTION_MARK = "\x00ANNOTUNE_QUESTION\x00"
 
@@ -43,10 +39,7 @@ def system_prompt(codebook: Codebook, definitions: bool = True) -> str:
     lines = []
     if codebook.instructions:
         lines.append(codebook.instructions)
-    if codebook.kind == "dimensions":
-        lines.append("\nDimensions:")
-    else:
-        lines.append("\nCategories:")
+    lines.append(f"\n{codebook.task.labels_heading}:")
     for lab in codebook.labels:
         lines.append(f"- {lab.name}: {lab.definition}" if definitions else f"- {lab.name}")
     lines.append("")
@@ -55,62 +48,18 @@ def system_prompt(codebook: Codebook, definitions: bool = True) -> str:
 
 
 def answer_format(codebook: Codebook) -> str:
-    names = ", ".join(codebook.label_names)
-    if codebook.kind == "single":
-        return f"Answer with exactly one category name ({names}) and nothing else."
-    if codebook.kind == "multi":
-        return (
-            f"Answer with a JSON list of between 1 and {codebook.max_labels} category names, "
-            f'for example ["{codebook.label_names[0]}"], and nothing else.'
-        )
-    scale = ", ".join(codebook.scale)
-    example = {codebook.label_names[0]: codebook.scale[-1]}
-    return (
-        f"Answer with a JSON object that maps each dimension the text expresses to its intensity "
-        f"({scale}), for example {answer_text(example, codebook)}. Leave out dimensions that are absent; "
-        "answer {} if none is present. Answer with the JSON object only."
-    )
+    """How to answer (the system prompt's last paragraph): ``codebook.task.answer_format()``."""
+    return codebook.task.answer_format()
 
 
 def main_question(codebook: Codebook) -> str:
-    if codebook.kind == "single":
-        return "Which category fits this text best? Answer with the category name only."
-    if codebook.kind == "multi":
-        return f"Which categories (at most {codebook.max_labels}) fit this text? Answer with a JSON list."
-    return "Which dimensions does this text express, and how strongly? Answer with a JSON object."
-
-
-@dataclass(frozen=True)
-class Question:
-    """One question asked about a document, with the answers that `constrained` mode scores."""
-
-    text: str
-    options: tuple[str, ...]  # answer strings (without the end-of-turn marker)
-    target: str | None = None  # the label/dimension the question is about (multi/dimensions)
+    """The question of a `generate` answer: ``codebook.task.main_question()``."""
+    return codebook.task.main_question()
 
 
 def constrained_questions(codebook: Codebook) -> list[Question]:
-    if codebook.kind == "single":
-        return [Question(main_question(codebook), tuple(codebook.label_names))]
-    if codebook.kind == "multi":
-        return [
-            Question(
-                f'Does the category "{lab.name}" apply to this text? Answer yes or no.',
-                ("yes", "no"),
-                lab.name,
-            )
-            for lab in codebook.labels
-        ]
-    values = dimension_values(codebook)
-    return [
-        Question(
-            f'How strongly does the text express "{lab.name}"? '
-            f"Answer {', '.join(values[:-1])} or {values[-1]}.",
-            values,
-            lab.name,
-        )
-        for lab in codebook.labels
-    ]
+    """The questions `constrained` answering scores: ``codebook.task.constrained_questions()``."""
+    return codebook.task.constrained_questions()
 
 
 def draw_examples(train: list[Doc], codebook: Codebook, k: int, seed: int) -> list[Doc]:
@@ -123,7 +72,7 @@ def draw_examples(train: list[Doc], codebook: Codebook, k: int, seed: int) -> li
     for doc in train:
         if doc.label is None:
             continue
-        pools[_stratum(doc.label, codebook)].append(doc)
+        pools[codebook.task.example_stratum(doc.label)].append(doc)
     keys = sorted(pools)
     for key in keys:
         rng.shuffle(pools[key])
@@ -135,14 +84,6 @@ def draw_examples(train: list[Doc], codebook: Codebook, k: int, seed: int) -> li
                 chosen.append(pools[key].pop())
     rng.shuffle(chosen)
     return chosen
-
-
-def _stratum(label, codebook: Codebook) -> str:
-    if codebook.kind == "single":
-        return str(label)
-    if codebook.kind == "multi":
-        return label[0] if label else ""
-    return min(label, key=codebook.label_names.index) if label else ""
 
 
 @dataclass
@@ -180,7 +121,7 @@ class PromptBuilder:
         for ex in self.examples:
             msgs.append({"role": "user", "content": self.user_content(_clip(ex.text, self.example_chars),
                                                                        main_question(self.codebook))})
-            msgs.append({"role": "assistant", "content": answer_text(ex.label, self.codebook)})
+            msgs.append({"role": "assistant", "content": self.codebook.task.answer_text(ex.label)})
         msgs.append({"role": "user", "content": self.user_content(text, question)})
         return msgs
 

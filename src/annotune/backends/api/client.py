@@ -1,63 +1,34 @@
-"""Closed and remote models through any OpenAI-compatible chat-completions endpoint.
-
-`ApiBackend` labels documents with the official ``openai`` SDK against OpenAI, Azure OpenAI, vLLM,
-Ollama, llama.cpp's server or ``annotune serve``. The chat it sends is exactly `PromptBuilder.messages`,
-the chat the local backend renders with its template, zero- or k-shot.
-
-- ``generate``: one completion per document with the main question, temperature 0; with
-  ``structured = true`` a strict JSON-schema ``response_format`` (an enum of labels for single, a list
-  of them for multi, an object of dimensions). The answer goes through `parse_answer`, so INVALID is
-  counted exactly as for local models.
-- ``constrained``: one completion per constrained question with ``logprobs``/``top_logprobs``; the
-  probabilities of the tokens that start each allowed answer become the answer's probability
-  (following the generated path where two answers share a first token). A document whose responses
-  carry no usable log-probabilities falls back to ``generate`` (structured output if enabled) and is
-  counted in ``constrained_fallback_docs``.
-
-Faults: requests run ``concurrency`` at a time; 408/409/429/5xx, timeouts and connection errors are
-retried with exponential backoff and jitter, honouring ``Retry-After``/``retry-after-ms``, within a
-per-request limit and a per-run retry budget (``max_retries``); a malformed (non-JSON or shapeless)
-response is retried ``malformed_retries`` times, then recorded as INVALID with its raw payload; other
-4xx answers on one document are INVALID for that document, while 401/403/404 stop the run. A money
-budget (``budget_usd``) reserves each request's worst-case cost before it is sent.
-
-Every well-formed response is committed to a SQLite cache (`ResponseCache`) as soon as it arrives,
-keyed by endpoint, model, messages and decoding parameters, so reruns cost nothing and an interrupted
-run resumes where it stopped. The API key is read from the environment variable a config names, given
-to the SDK and nowhere else; any text from the endpoint that is recorded or raised has it redacted.
+"""`ApiBackend`: labels documents through an OpenAI-compatible endpoint with the ``openai`` SDK, sending
+``concurrency`` requests at a time through the response cache, retries with backoff and jitter, the
+retry budget and the money budget (all described in `annotune.backends.api`).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import random
 import re
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass
-from email.utils import parsedate_to_datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 
+from annotune.backends.api.cache import ResponseCache, endpoint_id
+from annotune.backends.api.logprobs import option_probs, question_probs
+from annotune.backends.api.pricing import Price
+from annotune.backends.api.requests import ApiRequest, build_requests, estimate_prompt_tokens, estimate_tokens
+from annotune.backends.api.responses import (ApiResult, error_detail, is_well_formed, response_message, retry_after,
+                                             total_cost, usage_tokens)
 from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained
-from annotune.backends.api.cache import ResponseCache, endpoint_id, request_key
 from annotune.codebook import Codebook
 from annotune.errors import AnnotuneError, ConfigError
 from annotune.tasks.parsing import answer_text, parse_answer
-from annotune.backends.api.pricing import Price
-from annotune.tasks.prompts import PromptBuilder, constrained_questions, dimension_values, main_question
+from annotune.tasks.prompts import PromptBuilder, constrained_questions
 
-API_SYSTEM_KEYS = {"name", "type", "base_url", "model", "api_key_env", "shots", "answer", "example_chars",
-                   "concurrency", "max_retries", "retries_per_request", "malformed_retries", "budget_usd",
-                   "structured", "price", "timeout", "backoff", "max_tokens", "top_logprobs", "cache", "tokenizer",
-                   "definitions"}
-GENERATE_MAX_TOKENS = {"single": 24, "multi": 64, "dimensions": 384}
-QUESTION_MAX_TOKENS = 8
 RETRY_STATUSES = (408, 409, 429, 500, 502, 503, 504)
 FATAL_STATUSES = (401, 403, 404)
 MAX_RETRY_AFTER = 300.0
@@ -73,253 +44,9 @@ class _Stopped(Exception):
     """Another request failed fatally; this one was not sent."""
 
 
-# ---------------------------------------------------------------------------------- schemas
-def _strict(schema: dict) -> dict:
-    return {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
-
-
-def answer_schema(codebook: Codebook) -> dict:
-    """The JSON schema of a structured `generate` answer (parsed by `parse_answer` like any answer)."""
-    names = list(codebook.label_names)
-    if codebook.kind == "single":
-        props = {"label": {"type": "string", "enum": names}}
-    elif codebook.kind == "multi":
-        props = {"labels": {"type": "array", "items": {"type": "string", "enum": names}, "minItems": 1,
-                            "maxItems": int(codebook.max_labels or len(names))}}
-    else:
-        values = list(dimension_values(codebook))
-        props = {name: {"type": "string", "enum": values} for name in names}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
-
-
-def option_schema(options: tuple[str, ...] | list[str]) -> dict:
-    """A one-field object whose value is one of ``options`` (a constrained question's answers)."""
-    return {"type": "object", "properties": {"answer": {"type": "string", "enum": list(options)}},
-            "required": ["answer"], "additionalProperties": False}
-
-
-# ---------------------------------------------------------------------------------- log-probabilities
-_PLAIN_PREFIX = re.compile(r"^\s*[\"'`*]*")
-_JSON_PREFIX = re.compile(r'^\s*\{\s*"answer"\s*:\s*"')
-
-
-def _after_prefix(text: str, structured: bool) -> str | None:
-    """The part of ``text`` after the answer's prefix (the JSON wrapper when structured); None while the
-    prefix is not complete."""
-    if not structured:
-        return _PLAIN_PREFIX.sub("", text, count=1)
-    m = _JSON_PREFIX.match(text)
-    return text[m.end():] if m else None
-
-
-def _consistent(cand: str, options: list[str], final: bool) -> list[str]:
-    """Options an answer starting with ``cand`` may be: complete ones (``cand`` covers the option and
-    goes on with a non-word character, or ends there when ``final``) and ones ``cand`` is a prefix of."""
-    full, partial = [], []
-    for opt in options:
-        o = opt.lower()
-        if cand.startswith(o) and (len(cand) == len(o) or not cand[len(o)].isalnum()):
-            if len(cand) > len(o) or final:
-                full.append(opt)
-            else:
-                partial.append(opt)  # exactly the option so far: it may still go on ("sport" / "sport news")
-        elif o.startswith(cand) and not final:  # a finished answer cannot grow into a longer option
-            partial.append(opt)
-    if full and not any(p for p in partial if len(p) > max(map(len, full))):
-        return [max(full, key=len)]
-    return full + [p for p in partial if p not in full]
-
-
-def _option_mass(positions: list[dict], i: int, before: str, options: list[str], structured: bool,
-                 info: dict) -> dict[str, float]:
-    mass = {o: 0.0 for o in options}
-    pos = positions[i]
-    tops = pos.get("top_logprobs") or [{"token": pos.get("token", ""), "logprob": pos.get("logprob", 0.0)}]
-    for top in tops:
-        token, lp = top.get("token"), top.get("logprob")
-        if not isinstance(token, str) or not isinstance(lp, (int, float)) or not math.isfinite(lp):
-            continue
-        rest = _after_prefix(before + token, structured)
-        if rest is None or not rest.strip():
-            continue
-        cand = rest.lower()
-        on_path = token == pos.get("token")
-        final = on_path and i + 1 >= len(positions)
-        matched = _consistent(cand, options, final)
-        p = math.exp(lp)
-        if len(matched) == 1:
-            mass[matched[0]] += p
-        elif matched:
-            if on_path and i + 1 < len(positions):  # follow the generated answer to tell them apart
-                sub = _option_mass(positions, i + 1, before + token, matched, structured, info)
-                total = sum(sub.values())
-                if total > 0:
-                    for o, v in sub.items():
-                        mass[o] += p * v / total
-                    continue
-            info["ambiguous"] = info.get("ambiguous", 0.0) + p
-            for o in matched:
-                mass[o] += p / len(matched)
-    return mass
-
-
-def option_probs(logprobs: Any, options: tuple[str, ...] | list[str], *, structured: bool = False
-                 ) -> tuple[np.ndarray | None, dict]:
-    """Probabilities of ``options`` from a chat completion's ``logprobs.content`` (a list of
-    ``{token, logprob, top_logprobs}``), or None when they carry no usable information.
-
-    The answer starts at the first generated token that goes beyond the prefix (leading spaces and
-    quotes; ``{"answer":"`` when structured). Each top-k token there is matched to the options it can
-    start (case-insensitive); where several options share it, the generated path's next position splits
-    its mass. The result is normalised over the options; ``info["coverage"]`` is the probability mass
-    that matched an option at all."""
-    info: dict = {}
-    content = logprobs.get("content") if isinstance(logprobs, dict) else None
-    if not isinstance(content, list) or not content:
-        return None, {"reason": "no logprobs"}
-    positions = [p for p in content if isinstance(p, dict)]
-    before = ""
-    for i, pos in enumerate(positions):
-        token = pos.get("token")
-        if not isinstance(token, str):
-            return None, {"reason": "malformed logprobs"}
-        rest = _after_prefix(before + token, structured)
-        if rest is not None and rest.strip():
-            mass = _option_mass(positions, i, before, list(options), structured, info)
-            total = sum(mass.values())
-            if total <= 0:
-                return None, {"reason": "no answer token among the top logprobs"}
-            info["coverage"] = total
-            return np.array([mass[o] for o in options]) / total, info
-        before += token
-    return None, {"reason": "answer not found in logprobs"}
-
-
-# ---------------------------------------------------------------------------------- tokens
-def estimate_tokens(text: str) -> int:
-    """A tokenizer-free estimate (~4 characters a token, as OpenAI's rule of thumb)."""
-    return max(1, math.ceil(len(text) / 4)) if text else 0
-
-
-def estimate_prompt_tokens(messages: list[dict], tokenizer=None) -> int:
-    """Prompt tokens of a chat: exact with a HF tokenizer (its chat template, as `annotune serve` and
-    vLLM count them), else OpenAI's estimate (content + 3 per message + 3 to start the answer)."""
-    if tokenizer is not None:
-        from annotune.serve.server import encode_chat
-
-        return len(encode_chat(tokenizer, messages))
-    return sum(estimate_tokens(m["content"]) + 3 for m in messages) + 3
-
-
-# ---------------------------------------------------------------------------------- requests
-@dataclass
-class ApiRequest:
-    """One chat completion to send: for document ``doc`` (and constrained question ``question``)."""
-
-    doc: int
-    question: int | None
-    body: dict
-    key: str = ""
-
-
-def build_requests(docs: list, builder: PromptBuilder, answer: str, *, model: str, base_url: str,
-                   structured: bool = False, max_tokens: int | None = None, top_logprobs: int = 20
-                   ) -> list[ApiRequest]:
-    """Every request a run sends (before fallbacks), in document order. Shared by the backend and
-    `annotune plan`, so that the plan counts exactly what is sent."""
-    cb = builder.codebook
-    out: list[ApiRequest] = []
-    if answer == "generate":
-        limit = max_tokens or GENERATE_MAX_TOKENS[cb.kind]
-        schema = _strict(answer_schema(cb)) if structured else None
-        for i, doc in enumerate(docs):
-            out.append(ApiRequest(i, None, _body(model, builder.messages(doc.text, main_question(cb)), limit,
-                                                 schema=schema)))
-    else:
-        questions = constrained_questions(cb)
-        limit = max_tokens or (QUESTION_MAX_TOKENS + (8 if structured else 0))
-        for i, doc in enumerate(docs):
-            for qi, q in enumerate(questions):
-                schema = _strict(option_schema(q.options)) if structured else None
-                out.append(ApiRequest(i, qi, _body(model, builder.messages(doc.text, q.text), limit, schema=schema,
-                                                   top_logprobs=top_logprobs)))
-    for r in out:
-        r.key = request_key(base_url, r.body)
-    return out
-
-
-def _body(model: str, messages: list[dict], max_tokens: int, *, schema: dict | None = None,
-          top_logprobs: int | None = None) -> dict:
-    body: dict[str, Any] = {"model": model, "messages": messages, "temperature": 0, "max_tokens": max_tokens}
-    if schema is not None:
-        body["response_format"] = schema
-    if top_logprobs is not None:
-        body["logprobs"] = True
-        body["top_logprobs"] = top_logprobs
-    return body
-
-
-@dataclass
-class _Result:
-    """The outcome of one request: a well-formed response, or a recorded failure (INVALID)."""
-
-    response: dict | None
-    raw: str = ""
-    error: str | None = None
-    cached: bool = False
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float | None = 0.0
-    seconds: float = 0.0
-
-
-def _message(response: dict) -> tuple[str | None, Any, str | None]:
-    choice = response["choices"][0]
-    msg = choice.get("message") or {}
-    return msg.get("content"), choice.get("logprobs"), msg.get("refusal")
-
-
-def _well_formed(payload: Any) -> bool:
-    if not isinstance(payload, dict):
-        return False
-    choices = payload.get("choices")
-    if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
-        return False
-    msg = choices[0].get("message")
-    return isinstance(msg, dict) and (msg.get("content") is None or isinstance(msg.get("content"), str))
-
-
-def _usage(payload: dict) -> tuple[int, int, int] | None:
-    usage = payload.get("usage")
-    if not isinstance(usage, dict) or not isinstance(usage.get("prompt_tokens"), int):
-        return None
-    details = usage.get("prompt_tokens_details") or {}
-    cached = details.get("cached_tokens") if isinstance(details, dict) else 0
-    return usage["prompt_tokens"], int(usage.get("completion_tokens") or 0), int(cached or 0)
-
-
-def _retry_after(headers) -> float | None:
-    """Seconds the server asked us to wait (``retry-after-ms``, or ``Retry-After`` in seconds or as a date)."""
-    if headers is None:
-        return None
-    try:
-        ms = headers.get("retry-after-ms")
-        if ms is not None:
-            return max(0.0, float(ms) / 1000)
-        value = headers.get("retry-after")
-        if value is None:
-            return None
-        try:
-            return max(0.0, float(value))
-        except ValueError:
-            return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
-    except (TypeError, ValueError, OverflowError):
-        return None
-
-
 # ---------------------------------------------------------------------------------- backend
 class ApiBackend(Backend):
-    """Labels documents through an OpenAI-compatible chat-completions endpoint (see the module doc)."""
+    """Labels documents through an OpenAI-compatible chat-completions endpoint (see `annotune.backends.api`)."""
 
     def __init__(self, base_url: str, model: str, *, api_key_env: str | None = None, concurrency: int = 4,
                  max_retries: int = 100, retries_per_request: int = 8, malformed_retries: int = 1,
@@ -399,7 +126,7 @@ class ApiBackend(Backend):
         with self._lock:
             if self.retries >= self.max_retries:
                 raise ApiError(f"{self.model}: retry budget exhausted ({self.max_retries} retries: "
-                               f"{_reasons(self.retry_reasons)}); responses received so far are cached — run "
+                               f"{retry_summary(self.retry_reasons)}); responses received so far are cached — run "
                                "again to resume")
             self.retries += 1
             self.retry_reasons[reason] = self.retry_reasons.get(reason, 0) + 1
@@ -430,7 +157,7 @@ class ApiBackend(Backend):
     def _cost(self, prompt: int, completion: int, cached: int) -> float | None:
         return None if self.price is None else self.price.cost(prompt, completion, cached)
 
-    def _send(self, req: ApiRequest) -> _Result:
+    def _send(self, req: ApiRequest) -> ApiResult:
         """One request, through cache, budget and retries; a fatal error stops the other requests at once."""
         try:
             return self._send_one(req)
@@ -440,14 +167,14 @@ class ApiBackend(Backend):
             self._stop.set()
             raise
 
-    def _send_one(self, req: ApiRequest) -> _Result:
+    def _send_one(self, req: ApiRequest) -> ApiResult:
         if self.cache is not None:
             hit = self.cache.get(req.key)
             if hit is not None:
-                return _Result(hit.response, cached=True, prompt_tokens=hit.prompt_tokens,
-                               completion_tokens=hit.completion_tokens,
-                               cost=self._cost(hit.prompt_tokens, hit.completion_tokens, hit.cached_tokens),
-                               seconds=hit.seconds or 0.0)
+                return ApiResult(hit.response, cached=True, prompt_tokens=hit.prompt_tokens,
+                                  completion_tokens=hit.completion_tokens,
+                                  cost=self._cost(hit.prompt_tokens, hit.completion_tokens, hit.cached_tokens),
+                                  seconds=hit.seconds or 0.0)
         import openai
 
         client = self.client()
@@ -483,19 +210,19 @@ class ApiBackend(Backend):
                     raise ApiError(f"{self.model}: request failed {attempt + 1} times ({self._why(failure, text)}); "
                                    "responses received so far are cached — run again to resume")
                 self._count_retry(failure)
-                self._wait(attempt, _retry_after(headers))
+                self._wait(attempt, retry_after(headers))
                 attempt += 1
                 continue
             if failure is not None and status in FATAL_STATUSES:
                 raise ApiError(f"{self.model} at {endpoint_id(self.base_url)}: {self._why(failure, text)}")
             if failure is not None:  # another 4xx: this document's request is refused, the run goes on
-                return _Result(None, raw=self.redact(text)[:4000], error=f"HTTP {self._why(failure, text)}",
-                               seconds=seconds)
+                return ApiResult(None, raw=self.redact(text)[:4000], error=f"HTTP {self._why(failure, text)}",
+                                  seconds=seconds)
             try:
                 payload = json.loads(text)
             except ValueError:
                 payload = None
-            if not _well_formed(payload):
+            if not is_well_formed(payload):
                 if malformed < self.malformed_retries:
                     malformed += 1
                     self._count_retry("malformed")
@@ -505,11 +232,11 @@ class ApiBackend(Backend):
                 with self._lock:
                     self.retry_reasons.setdefault("malformed_recorded", 0)
                     self.retry_reasons["malformed_recorded"] += 1
-                return _Result(None, raw=self.redact(text)[:4000], error="malformed API response", seconds=seconds)
+                return ApiResult(None, raw=self.redact(text)[:4000], error="malformed API response", seconds=seconds)
             payload = json.loads(self.redact(text)) if self._secret and self._secret in text else payload
-            usage = _usage(payload)
+            usage = usage_tokens(payload)
             if usage is None:  # no usage reported: estimate, so that cost is not silently zero
-                content = _message(payload)[0] or ""
+                content = response_message(payload)[0] or ""
                 usage = (estimate_prompt_tokens(req.body["messages"]), estimate_tokens(content), 0)
             cost = self._cost(*usage)
             with self._lock:
@@ -518,23 +245,17 @@ class ApiBackend(Backend):
             if self.cache is not None:
                 self.cache.put(req.key, self.base_url, req.body, payload, prompt_tokens=usage[0],
                                completion_tokens=usage[1], cached_tokens=usage[2], cost_usd=cost, seconds=seconds)
-            return _Result(payload, prompt_tokens=usage[0], completion_tokens=usage[1], cost=cost, seconds=seconds)
+            return ApiResult(payload, prompt_tokens=usage[0], completion_tokens=usage[1], cost=cost, seconds=seconds)
 
     def _why(self, failure: str, text: str) -> str:
-        detail = ""
-        try:
-            err = json.loads(text).get("error")
-            detail = err.get("message") if isinstance(err, dict) else str(err or "")
-        except (ValueError, AttributeError):
-            detail = text
-        detail = " ".join(self.redact(str(detail or "")).split())[:200]
+        detail = " ".join(self.redact(str(error_detail(text) or "")).split())[:200]
         return f"{failure}: {detail}" if detail else failure
 
-    def _run(self, reqs: list[ApiRequest], progress: bool, desc: str) -> list[_Result]:
+    def _run(self, reqs: list[ApiRequest], progress: bool, desc: str) -> list[ApiResult]:
         """Send ``reqs`` ``concurrency`` at a time; the first fatal error stops the rest and is raised."""
         from tqdm.auto import tqdm
 
-        results: list[_Result | None] = [None] * len(reqs)
+        results: list[ApiResult | None] = [None] * len(reqs)
         self._stop.clear()
         bar = tqdm(total=len(reqs), desc=desc, unit="req", disable=not progress, leave=False)
         pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="annotune-api")
@@ -577,7 +298,7 @@ class ApiBackend(Backend):
         self._reset_counters()
         started = time.perf_counter()
         stats = RunStats(docs=len(docs))
-        used: list[_Result] = []
+        used: list[ApiResult] = []
         preds: list[Prediction | None] = [None] * len(docs)
         fallback: list[int] = []
         coverage: list[float] = []
@@ -595,7 +316,7 @@ class ApiBackend(Backend):
             first = self._run(reqs[:per_doc], progress=False, desc="probe") if docs else []
             answered = [(res, q) for res, q in zip(first, questions) if res.response is not None]
             probe_ok = not answered or any(
-                option_probs(_message(res.response)[1], q.options, structured=self.structured)[0] is not None
+                option_probs(response_message(res.response)[1], q.options, structured=self.structured)[0] is not None
                 for res, q in answered)
             if docs and not probe_ok:
                 self.log(f"warning: {self.model}: no usable logprobs in the responses; every document falls back "
@@ -607,15 +328,9 @@ class ApiBackend(Backend):
                 results = first + rest
                 used += results
                 for d in range(len(docs)):
-                    probs = []
-                    for qi, q in enumerate(questions):
-                        res = results[d * per_doc + qi]
-                        p, info = (None, {}) if res.response is None else option_probs(
-                            _message(res.response)[1], q.options, structured=self.structured)
-                        if p is None:
-                            break
-                        probs.append(p)
-                        coverage.append(info.get("coverage", 1.0))
+                    probs, covered = question_probs([res.response for res in results[d * per_doc:(d + 1) * per_doc]],
+                                                    questions, structured=self.structured)
+                    coverage += covered
                     if len(probs) < len(questions):
                         fallback.append(d)
                         continue
@@ -633,9 +348,7 @@ class ApiBackend(Backend):
             stats.prompt_tokens += res.prompt_tokens
             stats.prompt_tokens_nominal += res.prompt_tokens
             stats.generated_tokens += res.completion_tokens
-        costs = [res.cost for res in used if res.response is not None]
-        known = all(c is not None for c in costs)
-        total = sum(c for c in costs if c is not None) if known else None
+        total = total_cost(used)
         stats.extra.update({
             "backend": "api",
             "endpoint": endpoint_id(self.base_url),
@@ -661,10 +374,10 @@ class ApiBackend(Backend):
             stats.extra["logprob_coverage_mean"] = float(np.mean(coverage)) if coverage else None
         return preds, stats  # type: ignore[return-value]
 
-    def _parsed(self, doc_id: str, res: _Result, cb: Codebook) -> Prediction:
+    def _parsed(self, doc_id: str, res: ApiResult, cb: Codebook) -> Prediction:
         if res.response is None:
             return Prediction(doc_id, res.raw, None, error=res.error)
-        content, _, refusal = _message(res.response)
+        content, _, refusal = response_message(res.response)
         if content is None:
             return Prediction(doc_id, "", None, error=f"no answer (refusal: {refusal})" if refusal else "no answer")
         parsed = parse_answer(content, cb)
@@ -677,14 +390,6 @@ class ApiBackend(Backend):
             self._client.close()
 
 
-def _reasons(reasons: dict[str, int]) -> str:
+def retry_summary(reasons: dict[str, int]) -> str:
+    """Retry counts by reason, for a message: ``"429 ×3, timeout ×1"`` (``"none"`` when there were none)."""
     return ", ".join(f"{k} ×{v}" for k, v in sorted(reasons.items())) or "none"
-
-
-def _structured_text(label, cb: Codebook) -> str:
-    if cb.kind == "single":
-        return json.dumps({"label": label})
-    if cb.kind == "multi":
-        return json.dumps({"labels": list(label)})
-    absent = dimension_values(cb)[0]
-    return json.dumps({name: label.get(name, absent) for name in cb.label_names})

@@ -1,0 +1,113 @@
+"""Number and name formatting shared by the report, its templates and the CLI's curve table.
+
+Every helper returns "–" for a missing value, so that tables never show "None".
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+PRIMARY_NAMES = {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1"}
+ANSWER_WORDS = {"generate": "free generation", "constrained": "constrained answering"}
+DEFAULT_MODEL = "smollm2"  # what a local system runs when neither it nor the config names a model
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+MISSING = "–"
+
+
+def primary_name(key: str) -> str:
+    """The readable name of a metric key (``macro_f1`` → ``macro-F1``); unknown keys as they are."""
+    return PRIMARY_NAMES.get(key, key)
+
+
+def fixed(x: Any, digits: int = 3) -> str:
+    """``x`` with ``digits`` decimals."""
+    return MISSING if x is None else f"{x:.{digits}f}"
+
+
+def percent(x: Any) -> str:
+    """A share (0–1) as a percentage with one decimal, without the sign."""
+    return MISSING if x is None else f"{100 * x:.1f}"
+
+
+def ci_text(value: Any, ci: Any) -> str:
+    """``0.812 [0.780, 0.845]``: a value with its interval (just the value when there is none)."""
+    if value is None:
+        return MISSING
+    if ci and ci[0] is not None:
+        return f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+    return f"{value:.3f}"
+
+
+def number(x: Any, digits: int = 1) -> str:
+    """A count or a measurement with thousands separators; floats ≥ 100 without decimals."""
+    if x is None:
+        return MISSING
+    if isinstance(x, float) and abs(x) >= 100:
+        return f"{x:,.0f}"
+    return f"{x:,.{digits}f}" if isinstance(x, float) else f"{x:,}"
+
+
+def size_label(size: Any, n_train: int) -> str:
+    """A learning-curve size: ``1,000``, or ``all (4,321)`` for the whole training pool."""
+    return f"all ({n_train:,})" if size == "all" else f"{n_train:,}"
+
+
+def slug(name: str) -> str:
+    """A file-name-safe form of a system name."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "figure"
+
+
+def join_words(items: list[str]) -> str:
+    """``a, b and c`` (empty items left out)."""
+    items = [i for i in items if i]
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def plural(n: int, word: str) -> str:
+    """``word`` followed by "s" unless ``n`` is 1."""
+    return word + "s" * (n != 1)
+
+
+def model_name(spec: str | None) -> str:
+    """A readable name for a model spec: the embedded model's real name, a folder's name, a hub id."""
+    from annotune.backends.models import EMBEDDED_ALIASES
+
+    if not spec:
+        return f"the default model ({DEFAULT_MODEL_NAME})"
+    if spec.strip().lower() in EMBEDDED_ALIASES:
+        return DEFAULT_MODEL_NAME
+    path = Path(spec)
+    if path.is_absolute() or spec.startswith((".", "~")):
+        return path.name or spec
+    return spec
+
+
+def system_model(spec: dict) -> str:
+    """The readable model name of a local system, from its stored spec (results.json written before specs
+    carried their model: the embedded default)."""
+    return model_name(spec.get("model") or DEFAULT_MODEL)
+
+
+def hardware_words(hw: dict) -> str:
+    """``Intel Xeon (16 cores, 128 GiB RAM) with 1× NVIDIA H200``."""
+    words = f"{hw.get('cpu', 'an unknown CPU')} ({hw.get('cpu_count', '?')} cores"
+    if hw.get("memory_gib"):
+        words += f", {hw['memory_gib']} GiB RAM"
+    words += ")"
+    if hw.get("gpu"):
+        words += f" with {hw.get('gpu_count', 1)}× {hw['gpu']}"
+    return words
+
+
+def md_cell(x: Any) -> str:
+    """A Markdown table cell: pipes escaped, one line."""
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+__all__ = ["PRIMARY_NAMES", "ANSWER_WORDS", "DEFAULT_MODEL", "DEFAULT_MODEL_NAME", "primary_name", "fixed",
+           "percent", "ci_text", "number", "size_label", "slug", "join_words", "plural", "model_name",
+           "system_model", "hardware_words", "md_cell"]

@@ -1,0 +1,135 @@
+"""The methods paragraph: what was compared, how, on what data and machine — from results.json (and the
+learning curve under ``results["curve"]``), ready to paste into a paper."""
+
+from __future__ import annotations
+
+from annotune.report.format import (ANSWER_WORDS, ci_text, hardware_words, join_words, model_name, plural,
+                                    primary_name, system_model)
+from annotune.report.kinds import kind_text, primary_key
+
+
+def _lora_words(params: dict) -> str:
+    """The fine-tuning recipe in words: the stored settings over `FineTuneConfig`'s defaults."""
+    from annotune.finetune.trainer import FineTuneConfig
+
+    hp = {**{f: getattr(FineTuneConfig(), f) for f in ("r", "alpha", "dropout", "learning_rate", "epochs",
+                                                        "batch_size", "max_length", "target_modules")},
+          **{k: v for k, v in (params or {}).items()}}
+    epochs = hp["epochs"]
+    epochs = int(epochs) if float(epochs).is_integer() else epochs
+    target = "all linear layers" if hp["target_modules"] == "all-linear" else f"modules {hp['target_modules']}"
+    return (f"LoRA (rank {hp['r']}, α = {hp['alpha']}, dropout {hp['dropout']}, on {target}), learning rate "
+            f"{hp['learning_rate']:g}, {epochs} {plural(epochs, 'epoch')}, batch size {hp['batch_size']}, "
+            f"loss on the answer tokens only")
+
+
+def _system_words(s: dict) -> str:
+    spec = s.get("spec", {})
+    stype = spec.get("type", "prompt")
+    answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
+    if stype == "prompt":
+        shots = int(spec.get("shots", 0))
+        shot_words = "zero-shot" if shots == 0 else f"{shots}-shot"
+        return f"{system_model(spec)} prompted {shot_words} with {answer} (“{s['name']}”)"
+    if stype == "finetuned":
+        size = spec.get("train_size")
+        n = s.get("stats", {}).get("train_examples")
+        data = f"{n:,} training documents" if n else (f"{size:,} training documents" if size else "the training split")
+        return f"{system_model(spec)} fine-tuned on {data}, answering by {answer} (“{s['name']}”)"
+    if stype == "api":
+        shots = int(spec.get("shots", 0))
+        shot_words = "zero-shot" if shots == 0 else f"{shots}-shot"
+        return (f"{spec.get('model', s['name'])} through its API, prompted {shot_words} with {answer} "
+                f"(“{s['name']}”)")
+    if stype == "tfidf":
+        return f"a TF-IDF + logistic-regression baseline (C = {spec.get('C', 10.0)}) trained on the training split"
+    if stype == "predictions":
+        cost = s.get("stats", {}).get("cost_usd")
+        return (f"labels produced by {s['name']} (read from a file{f', costing ${cost:.2f}' if cost else ''})")
+    return s["name"]
+
+
+def methods_paragraph(results: dict) -> str:
+    """A paragraph for a paper's methods section, from results.json (and the curve under ``"curve"``)."""
+    task = results["task"]["task"]
+    labels = [lab["name"] for lab in results["task"]["labels"]]
+    kt = kind_text(results)
+    data = results.get("data", {})
+    pname = primary_name(primary_key(results))
+    libs = results.get("environment", {}).get("libraries", {})
+    hw = results.get("environment", {}).get("hardware", {})
+    curve = results.get("curve")
+    out = []
+    shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
+    scale = (f", each coded on the scale {', '.join(task['scale'])}" if task.get("scale")
+             else "")
+    out.append(f"We coded {data.get('documents', 0):,} documents (“{task['name']}”) with a {kt.words} "
+               f"codebook of {len(labels)} {kt.unit} ({shown}{scale}).")
+    out.append(f"All systems were evaluated on the same held-out test set of {data.get('test', 0):,} documents; the "
+               f"other {data.get('train', 0):,} documents formed the training pool (seed {results.get('seed')}).")
+    systems = results.get("systems", [])
+    if systems:
+        out.append(f"We compared {join_words([_system_words(s) for s in systems])}.")
+    prompts = [s for s in systems if s.get("spec", {}).get("type", "prompt") in ("prompt", "api")]
+    if prompts:
+        few = [s for s in prompts if int(s["spec"].get("shots", 0)) > 0]
+        text = ("Prompts gave the codebook's instructions and every label with its definition"
+                + (", followed by labelled examples drawn from the training pool, balanced across labels"
+                   if few else "")
+                + ".")
+        out.append(text)
+    answers = {s.get("spec", {}).get("answer", "generate") for s in systems
+               if s.get("spec", {}).get("type", "prompt") in ("prompt", "finetuned", "api")}
+    if curve:
+        answers |= set(curve["curve"]["answers"])
+    if "generate" in answers:
+        out.append("With free generation the model's greedy answer was parsed against the codebook (tolerating case, "
+                   "punctuation and aliases); an answer that could not be parsed was kept as INVALID, never replaced "
+                   "by a label.")
+    if "constrained" in answers:
+        out.append("With constrained answering the model's probability of every allowed answer was computed and the "
+                   f"most probable one chosen{kt.constrained}.")
+    tuned = [s for s in systems if s.get("spec", {}).get("type") == "finetuned"]
+    if tuned or curve:
+        params = (curve or {}).get("finetune") or (tuned[0]["spec"].get("finetune") if tuned else {})
+        out.append(f"Fine-tuning used {_lora_words(params)}, with TRL {libs.get('trl') or '?'} and PEFT "
+                   f"{libs.get('peft') or '?'}; fine-tuned models were trained and prompted with the label names only, "
+                   "without definitions.")
+    if curve:
+        c = curve["curve"]
+        sizes = [f"{s:,}" if s != "all" else "all" for s in c["sizes"]]
+        out.append("To measure how much labelled data fine-tuning needs, we fine-tuned "
+                   f"{model_name(curve['base_model'])} "
+                   f"on seeded stratified subsamples of {join_words(sizes)} training documents, with {len(c['seeds'])} "
+                   f"{plural(len(c['seeds']), 'seed')} per size (seeds {', '.join(map(str, c['seeds']))}; a seed "
+                   "sets both the subsample and the training), and report the mean over seeds with a 95 % "
+                   "percentile bootstrap interval over test documents.")
+        for answer, block in curve["answers"].items():
+            for mt in block["matches"]:
+                bm = mt.get("by_mean")
+                bc = mt.get("by_ci")
+                if bm:
+                    text = (f"The smallest training set at which the fine-tuned model ({answer} answers) matched "
+                            f"{mt['reference']} ({pname} {mt['reference_value']:.3f}) on average was {bm['n_train']:,} "
+                            f"documents (mean {ci_text(bm['mean'], bm.get('ci'))})")
+                    text += (f"; its 95 % interval lay entirely above the reference from {bc['n_train']:,} documents."
+                             if bc else "; at no size tried did its 95 % interval lie entirely above the reference.")
+                    out.append(text)
+                else:
+                    out.append(f"The fine-tuned model ({answer} answers) did not reach {mt['reference']} ({pname} "
+                               f"{mt['reference_value']:.3f}) at any size tried.")
+    n_boot = (curve or {}).get("n_boot")
+    if n_boot is None:
+        n_boot = next((s["metrics"].get("n_boot") for s in systems if s.get("metrics")), None)
+    ci_words = (f" with 95 % percentile bootstrap confidence intervals ({n_boot:,} resamples of the test documents)"
+                if n_boot else "")
+    out.append(f"We report {pname}{ci_words}, the share of valid answers, and accuracy with unparseable (INVALID) "
+               "answers kept in the denominator and counted as errors.")
+    env = [f"annotune {libs['annotune']}" if libs.get("annotune") else "annotune",
+           f"PyTorch {libs['torch']}" if libs.get("torch") else "", f"Transformers {libs['transformers']}"
+           if libs.get("transformers") else ""]
+    out.append(f"Experiments ran with {join_words(env)} on {hardware_words(hw) if hw else 'an unrecorded machine'}.")
+    return " ".join(out)
+
+
+__all__ = ["methods_paragraph"]

@@ -1,0 +1,190 @@
+"""What every system type implements, and the registry that `compare` and `curve` loop over.
+
+A system type is one module: a config class (a `SystemConfig`: the keys of its ``[[systems]]`` table,
+validated where they are declared) and a `System` subclass registered with `register_system`::
+
+    class KeywordConfig(SystemConfig):
+        type: Literal["keywords"] = "keywords"
+        keywords: dict[str, list[str]]
+
+    @register_system
+    class KeywordSystem(System):
+        type = "keywords"
+        config_class = KeywordConfig
+
+        def run(self, train, test):
+            ...  # -> (list[Prediction], RunStats)
+
+Third-party packages add types through the ``annotune.systems`` entry-point group (each entry point
+names a `System` subclass); `system_types()` loads them on first use.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable, ClassVar
+
+from pydantic import Field
+
+from annotune.backends.base import Prediction, RunStats
+from annotune.codebook import Codebook
+from annotune.config import ConfigModel
+from annotune.data.dataset import Dataset
+from annotune.errors import ConfigError
+
+ENTRY_POINT_GROUP = "annotune.systems"
+
+
+class SystemConfig(ConfigModel):
+    """Keys every ``[[systems]]`` table has."""
+
+    name: str = Field(min_length=1, description="Name in the table, results and reports (unique).")
+    type: str = Field(description="System type (prompt, finetuned, tfidf, predictions, api, or a plugin's).")
+
+    @classmethod
+    def inherit(cls, raw: dict[str, Any], defaults: "Defaults") -> dict[str, Any]:
+        """The system's table with the config-wide defaults it takes (e.g. ``[model]``) filled in."""
+        return raw
+
+    def resolve_paths(self, base: Path) -> None:
+        """Make paths written in the config relative to the config's folder (``base``)."""
+
+
+@dataclass(frozen=True)
+class Defaults:
+    """Config-wide values that systems may inherit: ``[model]`` and ``[finetune]`` as written, and the seed."""
+
+    model: dict[str, Any] = field(default_factory=dict)
+    finetune: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+
+
+class ModelPool:
+    """Loaded local models, one in memory at a time (a comparison runs its systems one after another)."""
+
+    def __init__(self) -> None:
+        self._key: tuple | None = None
+        self._loaded: Any = None
+
+    def get(self, model: str, dtype: str, seed: int | None = None):
+        """(model, tokenizer, source) of a model name/folder/run, loaded once."""
+        key = (model, dtype)
+        if key != self._key:
+            from annotune.backends.models import load_causal_lm
+
+            if seed is not None:
+                import torch
+
+                torch.manual_seed(seed)
+            self._key, self._loaded = None, None  # free the previous model first
+            self._loaded = load_causal_lm(model, dtype=dtype)
+            self._key = key
+        return self._loaded
+
+
+@dataclass
+class RunContext:
+    """What a system may use of the experiment it runs in."""
+
+    codebook: Codebook
+    seed: int = 0
+    output: Path = Path("runs")
+    base_dir: Path = Path(".")
+    source: Path | None = None  # the config file, for messages
+    progress: bool = True
+    log: Callable[[str], None] = print
+    models: ModelPool = field(default_factory=ModelPool)
+
+
+class System(ABC):
+    """One row of the comparison table. ``__init__`` stores the config; nothing heavy happens before
+    `run`."""
+
+    type: ClassVar[str]
+    config_class: ClassVar[type[SystemConfig]]
+    trains: ClassVar[bool] = False  # learns from the labelled training documents
+
+    def __init__(self, config: SystemConfig, context: RunContext):
+        self.config = config
+        self.context = context
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def fail(self, message: str, key: str, index: int | None = None) -> ConfigError:
+        """A `ConfigError` naming this system's field in the config file."""
+        where = f"systems[{index}]" if index is not None else f"systems.{self.name}"
+        return ConfigError(message, file=self.context.source, field=f"{where}.{key}")
+
+    def preflight(self, index: int) -> Any:
+        """Check, before any system runs, what this one needs (files, model names, keys); return what
+        identifies its inputs beyond its settings (e.g. a model's weights), for the fingerprint."""
+        return None
+
+    def fingerprint(self, identity: Any = None) -> dict[str, Any]:
+        """Everything that determines this system's answers on given data."""
+        return {"settings": self.config.settings(), "identity": identity}
+
+    @abstractmethod
+    def run(self, train: Dataset, test: Dataset) -> tuple[list[Prediction], RunStats]:
+        """Label ``test`` (learning from ``train`` where the system trains)."""
+
+
+_REGISTRY: dict[str, type[System]] = {}
+_PLUGINS_LOADED = False
+
+
+def register_system(cls: type[System]) -> type[System]:
+    """Class decorator: make a system type available to configs by its ``type`` name."""
+    if not (isinstance(cls, type) and issubclass(cls, System)):
+        raise TypeError(f"{cls!r} is not a System subclass")
+    _REGISTRY[cls.type] = cls
+    return cls
+
+
+def unregister_system(name: str) -> None:
+    _REGISTRY.pop(name, None)
+
+
+def _load_plugins() -> None:
+    global _PLUGINS_LOADED
+    if _PLUGINS_LOADED:
+        return
+    _PLUGINS_LOADED = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            cls = ep.load()
+        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break annotune
+            import warnings
+
+            warnings.warn(f"annotune: could not load system plugin {ep.name!r}: {exc}", stacklevel=2)
+            continue
+        if isinstance(cls, type) and issubclass(cls, System):
+            register_system(cls)
+
+
+def system_types() -> dict[str, type[System]]:
+    """Every registered system type, built-in and plugin, by name."""
+    _load_plugins()
+    return dict(_REGISTRY)
+
+
+def get_system_class(name: str) -> type[System]:
+    types = system_types()
+    if name not in types:
+        raise KeyError(name)
+    return types[name]
+
+
+def file_identity(path: Path) -> str:
+    """The sha256 of a file's content (a corrected predictions file is not mistaken for the old one)."""
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+__all__ = ["SystemConfig", "System", "RunContext", "ModelPool", "Defaults", "register_system",
+           "unregister_system", "system_types", "get_system_class", "ENTRY_POINT_GROUP"]

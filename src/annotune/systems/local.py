@@ -1,0 +1,57 @@
+"""Settings shared by the systems that run a local model (`prompt`, `finetuned`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field
+
+from annotune.config import DEFAULT_MODEL, resolve_model
+from annotune.errors import AnnotuneError, ConfigError
+from annotune.systems.base import Defaults, SystemConfig
+
+Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
+Answer = Literal["generate", "constrained"]
+
+
+class LocalModelConfig(SystemConfig):
+    """A local model and how it answers; unset keys come from the config's ``[model]`` table."""
+
+    model: str = Field(DEFAULT_MODEL, min_length=1, description="Model: smollm2 (embedded), a HF folder or hub "
+                                                                "id, a .gguf file or a fine-tuned run folder.")
+    answer: Answer = Field("generate", description="generate: free generation, parsed; constrained: the "
+                                                   "probability of every allowed answer.")
+    dtype: Dtype = Field("auto", description="Weights' precision: auto (bf16 where supported), bf16, fp16, fp32.")
+    batch_size: int = Field(8, ge=1, description="Documents per forward pass.")
+    max_text_tokens: int = Field(512, ge=1, description="Document tokens kept in the prompt.")
+    max_new_tokens: int | None = Field(None, ge=1, description="Longest generated answer (default: by task kind).")
+
+    inherited: ClassVar[tuple[str, ...]] = ()  # [model] keys this type takes as defaults
+
+    @classmethod
+    def inherit(cls, raw: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
+        out = dict(raw)
+        for key in cls.inherited:
+            source = "name" if key == "model" else key
+            if key not in out and source in defaults.model:
+                out[key] = defaults.model[source]
+        return out
+
+    def resolve_paths(self, base: Path) -> None:
+        self.model = resolve_model(self.model, base)
+
+
+def model_source_identity(system, index: int) -> dict:
+    """Preflight of a local model name: it must resolve; its weights identify it in the fingerprint."""
+    from annotune.backends.models import resolve_model as resolve
+    from annotune.experiments.fingerprints import model_identity
+
+    try:
+        source = resolve(system.config.model)
+    except AnnotuneError as exc:
+        raise ConfigError(exc.format(), file=system.context.source, field=f"systems[{index}].model") from None
+    return model_identity(source)
+
+
+__all__ = ["LocalModelConfig", "Dtype", "Answer", "model_source_identity"]

@@ -1,0 +1,43 @@
+"""`type = "prompt"`: zero- or few-shot prompting of a local model."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from annotune.systems.base import System, register_system
+from annotune.systems.local import LocalModelConfig, model_source_identity
+
+
+class PromptConfig(LocalModelConfig):
+    type: Literal["prompt"] = "prompt"
+    shots: int = Field(0, ge=0, description="Labelled training examples shown before each document.")
+    example_chars: int = Field(1500, ge=1, description="Characters of each example's text kept in the prompt.")
+
+    inherited = ("model", "dtype", "batch_size", "max_text_tokens", "max_new_tokens")
+
+
+@register_system
+class PromptSystem(System):
+    """Prompts a local model with the codebook (and ``shots`` examples from the training split)."""
+
+    type = "prompt"
+    config_class = PromptConfig
+
+    def preflight(self, index: int) -> dict:
+        return model_source_identity(self, index)
+
+    def run(self, train, test):
+        from annotune.backends.local import LocalBackend
+        from annotune.tasks.prompts import PromptBuilder, draw_examples
+
+        cfg, ctx = self.config, self.context
+        loaded = ctx.models.get(cfg.model, cfg.dtype, seed=ctx.seed)
+        backend = LocalBackend(loaded=loaded, batch_size=cfg.batch_size, max_text_tokens=cfg.max_text_tokens,
+                               max_new_tokens=cfg.max_new_tokens)
+        examples = draw_examples(train.docs, ctx.codebook, cfg.shots, ctx.seed)
+        builder = PromptBuilder(ctx.codebook, examples, example_chars=cfg.example_chars)
+        preds, stats = backend.label(test.docs, builder, cfg.answer, progress=ctx.progress)
+        stats.extra["examples"] = [d.id for d in examples]
+        return preds, stats
