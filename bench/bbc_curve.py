@@ -52,7 +52,8 @@ def main(argv=None) -> int:
 
     import torch
 
-    from annotune.cli.main import _quiet_libraries, print_curve_table, print_results_table
+    from annotune.cli.render import print_curve_table, print_results_table
+    from annotune.environment import quiet_libraries as _quiet_libraries
     from annotune.experiments.config import load_config
     from annotune.experiments.curve import Curve
     from annotune.experiments.fingerprints import slug

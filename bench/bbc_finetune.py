@@ -28,7 +28,8 @@ from labelling_speed import matmul_roofline  # noqa: E402
 def main(argv=None) -> int:
     import torch
 
-    from annotune.cli.main import _quiet_libraries, print_results_table
+    from annotune.cli.render import print_results_table
+    from annotune.environment import quiet_libraries as _quiet_libraries
     from annotune.experiments.compare import Comparison
     from annotune.experiments.config import load_config
 

@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv=None) -> int:
-    from annotune.cli.main import _quiet_libraries, print_results_table
+    from annotune.cli.render import print_results_table
+    from annotune.environment import quiet_libraries as _quiet_libraries
     from annotune.experiments.compare import Comparison
     from annotune.experiments.config import load_config
 

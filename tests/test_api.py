@@ -30,7 +30,7 @@ from typer.testing import CliRunner
 from annotune.backends.api import ApiBackend, ApiError, option_probs
 from annotune.backends.local import LocalBackend, encode_chat
 from annotune.backends.api.cache import ResponseCache, request_key
-from annotune.cli.main import app
+from annotune.cli import app
 from annotune.data.dataset import Doc
 from annotune.backends.api.pricing import Price, load_prices, lookup, resolve_price
 from annotune.tasks.prompts import PromptBuilder

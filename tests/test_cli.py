@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli.main import app
+from annotune.cli import app
 
 LABELS = ("business", "sport", "tech")
 WORDS = {

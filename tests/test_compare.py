@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli.main import app
+from annotune.cli import app
 from annotune.experiments.compare import split_data
 from annotune.experiments.config import ExperimentConfig, load_config
 from annotune.errors import AnnotuneError

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli.main import app
+from annotune.cli import app
 from annotune.experiments.compare import run_context, split_data
 from annotune.experiments.config import load_config
 from annotune.experiments.fingerprints import fingerprint

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from annotune.cli.main import app
+from annotune.cli import app
 from annotune.report import load_report_data, methods_paragraph, write_report
 from annotune.report.format import ci_text, number, size_label
 from annotune.report.render import environment, render_html

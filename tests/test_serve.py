@@ -298,7 +298,7 @@ def test_cli_serve_subprocess(tiny_model_dir):
 def test_cli_serve_token_env_missing(tiny_model_dir):
     from typer.testing import CliRunner
 
-    from annotune.cli.main import app
+    from annotune.cli import app
 
     result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), "--token-env", "ANNOTUNE_NOT_SET_ANYWHERE"])
     assert result.exit_code == 2
@@ -311,7 +311,7 @@ def test_cli_serve_token_env_missing(tiny_model_dir):
 def test_cli_serve_port_in_use(tiny_model_dir, server):
     from typer.testing import CliRunner
 
-    from annotune.cli.main import app
+    from annotune.cli import app
 
     result = CliRunner().invoke(app, ["serve", str(tiny_model_dir), "--port", str(server.port)])
     assert result.exit_code == 2 and "cannot listen" in result.stderr and "Traceback" not in result.stderr

@@ -23,22 +23,20 @@ from test_compare import SINGLE_CODEBOOK, config_text, invoke, load_results, sin
 SRC = REPO / "src" / "annotune"
 
 
-def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str | None) -> dict[str, str]:
+def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str) -> dict[str, str]:
     """A minimal [[systems]] table of every built-in type (fast settings)."""
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps({"id": r["id"], "label": r["label"]}) + "\n"
                              for r in single_records()[::2]), encoding="utf-8")
-    tables = {
+    return {
         "prompt": f'type = "prompt"\nmodel = "{tiny_model_dir}"\ndtype = "fp32"\nmax_new_tokens = 4\nshots = 1',
         "finetuned": (f'type = "finetuned"\nmodel = "{tiny_model_dir}"\ndtype = "fp32"\nanswer = "constrained"\n'
                       "train_size = 12\nfinetune = {epochs = 1.0, batch_size = 4, max_dev = 0, r = 4, "
                       'dtype = "fp32", max_length = 128}'),
         "tfidf": 'type = "tfidf"\nC = 2.0',
         "predictions": f'type = "predictions"\npath = "{preds.name}"',
+        "api": f'type = "api"\nbase_url = "{base_url}"\nmodel = "tiny"\nprice = 0\nmax_tokens = 4\nshots = 1',
     }
-    if base_url:
-        tables["api"] = f'type = "api"\nbase_url = "{base_url}"\nmodel = "tiny"\nprice = 0\nmax_tokens = 4'
-    return tables
 
 
 def project(tmp_path: Path, systems: str) -> Path:
@@ -53,9 +51,13 @@ BUILT_IN = ("prompt", "finetuned", "tfidf", "predictions", "api")
 
 
 @pytest.fixture
-def served_tiny_model():
-    """URL of the tiny model served by `annotune serve` on 127.0.0.1 (for the api type)."""
-    return None
+def served_tiny_model(tiny_model_dir):
+    """URL of the tiny model served by annotune's OpenAI-compatible server on 127.0.0.1 (for `api`)."""
+    from annotune.backends.local import LocalBackend
+    from annotune.serve import ServerThread, create_app
+
+    with ServerThread(create_app(LocalBackend(str(tiny_model_dir), dtype="fp32"), model_name="tiny")) as srv:
+        yield srv.url
 
 
 def test_built_in_types_are_registered_with_their_config_classes():
@@ -70,10 +72,7 @@ def test_built_in_types_are_registered_with_their_config_classes():
 def test_system_contract(stype, tmp_path, tiny_model_dir, served_tiny_model):
     """Every type: parsed from its table, preflight before work, one prediction per test document in
     order, labels from the codebook or None (INVALID), a fingerprint that follows its settings."""
-    tables = system_tables(tmp_path, tiny_model_dir, served_tiny_model)
-    if stype not in tables:
-        pytest.skip("no served model")
-    table = tables[stype]
+    table = system_tables(tmp_path, tiny_model_dir, served_tiny_model)[stype]
     cfg = load_config(project(tmp_path, f'[[systems]]\nname = "s"\n{table}\n'), tmp_path / "out")
     (system,) = build_systems(cfg, run_context(cfg, progress=False, log=lambda m: None))
     assert system.type == stype and system.config.type == stype
@@ -131,7 +130,7 @@ def test_check_rejects_out_of_range_hyper_parameters(tmp_path, extra, field):
 def invoke_error(*args) -> str:
     from typer.testing import CliRunner
 
-    from annotune.cli.main import app
+    from annotune.cli import app
 
     result = CliRunner().invoke(app, [str(a) for a in args])
     assert result.exit_code == 2 and "Traceback" not in result.stderr

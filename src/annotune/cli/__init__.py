@@ -1,5 +1,8 @@
-"""The `annotune` command line (see `annotune.cli.main`)."""
+"""The `annotune` command line: one module per command over the Python API (`annotune.workflows`), rendering in
+`annotune.cli.render`. Errors in the user's input are printed as one line (file, row, field) with exit status
+2, never as a traceback; Ctrl-C says what was kept."""
 
-from annotune.cli.main import app
+from annotune.cli import check, compare, curve, finetune, plan, report, schema, serve  # noqa: F401 - registers
+from annotune.cli.app import app
 
 __all__ = ["app"]

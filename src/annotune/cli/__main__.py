@@ -1,5 +1,5 @@
 import sys
 
-from annotune.cli.main import app
+from annotune.cli import app
 
 sys.exit(app())

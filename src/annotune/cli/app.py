@@ -1,0 +1,51 @@
+"""The `annotune` application object, its consoles and the user-error handling every command shares.
+
+Errors in the user's input are printed as one line (file, row, field) with exit status 2, never as a
+traceback; Ctrl-C says what was kept.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from annotune.errors import AnnotuneError
+
+app = typer.Typer(
+    name="annotune",
+    help="Code text corpora with small open LLMs and measure, honestly, whether they can replace a big "
+    "closed model.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(width=None if sys.stdout.isatty() else 200)
+# soft_wrap: an error stays one line (grep-able, copy-pasteable) whatever the terminal width
+err_console = Console(stderr=True, soft_wrap=True)
+
+
+def log(msg: str) -> None:
+    """Progress messages on stderr, printed literally (system names may contain brackets)."""
+    err_console.print(msg, highlight=False, markup=False)
+
+
+def user_errors(fn):
+    """Turn user errors into one clear line and exit status 2."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except AnnotuneError as exc:
+            # the message is user data (file names, labels, "[task]"...): never parse it as markup
+            err_console.print(f"[bold red]error:[/] {escape(exc.format())}", highlight=False, markup=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err_console.print("interrupted: finished parts are saved; run the same command again to resume.")
+            raise typer.Exit(130) from None
+
+    return wrapper
