@@ -132,17 +132,17 @@ def matmul_roofline(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> dict:
 def prompt_rows(backend: LocalBackend, builder: PromptBuilder, docs) -> tuple[list[list[int]], int]:
     """The full prompt of each document as the backend tokenises it (pieces joined), and the prefix length."""
     parts = builder.parts(backend.tokenizer)
-    prefix = backend._ids(parts.prefix)
+    prefix = backend.encode(parts.prefix)
     if getattr(backend.tokenizer, "chat_template", None) is None and backend.tokenizer.bos_token_id is not None:
         prefix = [backend.tokenizer.bos_token_id] + prefix
-    between = backend._ids(parts.between)
-    question = backend._ids(main_question(builder.codebook) + parts.suffix)
+    between = backend.encode(parts.between)
+    question = backend.encode(main_question(builder.codebook) + parts.suffix)
     scratch = RunStats()
     return [prefix + backend._doc_ids(d.text, scratch) + between + question for d in docs], len(prefix)
 
 
 def label_first_tokens(backend: LocalBackend, codebook) -> list[int]:
-    firsts = [backend._ids(name)[0] for name in codebook.label_names]
+    firsts = [backend.encode(name)[0] for name in codebook.label_names]
     if len(set(firsts)) != len(firsts):
         raise RuntimeError(f"labels share a first token: {dict(zip(codebook.label_names, firsts))}")
     return firsts

@@ -91,3 +91,19 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def install_fake_distribution(monkeypatch, folder: Path, entry_points: dict[str, dict[str, str]]) -> None:
+    """Make an installed-distribution record (``*.dist-info`` with METADATA and entry_points.txt) on sys.path,
+    so that `importlib.metadata.entry_points` finds the given plug-ins as it would for a pip-installed package."""
+    dist = folder / "annotune_test_plugin-0.1.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: annotune-test-plugin\nVersion: 0.1\n",
+                                   encoding="utf-8")
+    lines = []
+    for group, names in entry_points.items():
+        lines.append(f"[{group}]")
+        lines += [f"{name} = {target}" for name, target in names.items()]
+    (dist / "entry_points.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    monkeypatch.syspath_prepend(str(folder))
+    monkeypatch.syspath_prepend(str(Path(__file__).parent))

@@ -264,15 +264,30 @@ def test_formatting_helpers():
     assert number(1234.5) == "1,234" and number(12.34) == "12.3" and number(None) == "–" and number(7) == "7"
 
 
-def test_only_kinds_module_knows_the_task_kinds():
-    """Kind-specific wording lives in report/kinds.py (until task kinds carry it themselves)."""
+def test_report_does_not_name_the_task_kinds():
+    """Kind-specific wording comes from the task kind classes (`annotune.tasks`): no module of the report
+    names a kind or branches on one."""
     from annotune import report
 
     folder = Path(report.__file__).parent
+    assert not (folder / "kinds.py").exists()
     for path in folder.rglob("*.py"):
-        if path.name != "kinds.py":
-            source = path.read_text(encoding="utf-8")
-            assert not re.search(r'"(single|multi|dimensions)"', source), path
+        source = path.read_text(encoding="utf-8")
+        assert not re.search(r"[\"'](single|multi|dimensions)[\"']", source), path
+        assert not re.search(r"\bkind\b\s*[!=]=|\.kind\s*(?:in|[!=]=)", source), path
+
+
+def test_report_wording_comes_from_the_task_kinds():
+    from annotune.report.format import PRIMARY_NAMES, primary_key, primary_name, results_task
+    from annotune.tasks import get_task, task_names
+
+    for kind in task_names():
+        task = get_task(kind)
+        assert results_task({"task": {"task": {"kind": kind}}}) is task
+        assert primary_key({"task": {"task": {"kind": kind}}, "systems": [{"metrics": {}}]}) == task.primary_metric
+        assert PRIMARY_NAMES[task.primary_metric] == primary_name(task.primary_metric) == task.primary_name
+    assert PRIMARY_NAMES == {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1"}
+    assert primary_name("accD") == "accD"
 
 
 # ---------------------------------------------------------------------------- other task kinds

@@ -193,6 +193,26 @@ def test_a_new_system_type_is_one_file(tmp_path):
         load_config(cfg)
 
 
+def test_a_system_type_from_an_entry_point(monkeypatch, tmp_path):
+    """A package declaring an `annotune.systems` entry point adds its type without being imported by hand."""
+    import annotune.plugins
+    from annotune.systems.base import ENTRY_POINT_GROUP
+
+    from conftest import install_fake_distribution
+
+    monkeypatch.syspath_prepend(str(REPO / "examples" / "plugin"))
+    install_fake_distribution(monkeypatch, tmp_path / "site", {ENTRY_POINT_GROUP: {
+        "keywords": "keyword_system:KeywordSystem"}})
+    monkeypatch.setattr(annotune.plugins, "_LOADED", set())
+    try:
+        assert "keywords" in system_types()
+        cfg = load_config(project(tmp_path, '[[systems]]\nname = "r"\ntype = "keywords"\nkeywords = {sport = ["match"]}\n'))
+        assert cfg.systems[0].type == "keywords"
+    finally:
+        unregister_system("keywords")
+        sys.modules.pop("keyword_system", None)
+
+
 # ---------------------------------------------------------------------------- import rules
 def _imports(path: Path) -> list[tuple[str, list[str]]]:
     """(module, names) of every `from annotune... import` / `import annotune...` at any depth."""
@@ -261,3 +281,12 @@ def test_importing_annotune_loads_no_heavy_library():
     code = "import annotune, sys; print(any(m in sys.modules for m in ('torch', 'transformers')))"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == "False"
+
+
+def test_readme_option_tables_come_from_the_config_classes():
+    """README's reference is `annotune options` verbatim (regenerate it when a config class changes)."""
+    from annotune.experiments.reference import README_END, README_START, options_markdown
+
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    block = readme.split(README_START, 1)[1].split(README_END, 1)[0]
+    assert block.strip() == options_markdown().strip()

@@ -334,25 +334,18 @@ def test_registering_needs_a_named_task_kind():
         register_task(OtherSingle)
 
 
-def test_a_kind_from_an_entry_point(monkeypatch):
-    import importlib.metadata
+def test_a_kind_from_an_entry_point(monkeypatch, tmp_path):
+    """A package that declares an `annotune.tasks` entry point (a real installed distribution's metadata
+    on sys.path) is found on the first lookup of its kind."""
+    import annotune.plugins
+    from annotune.tasks import ENTRY_POINT_GROUP
 
-    import annotune.tasks as registry
+    from conftest import install_fake_distribution
 
-    class FakeEntryPoint:
-        name, value = "binary", "tests.test_task_contract:BinaryTask"
-
-        def load(self):
-            return BinaryTask
-
-    def fake_entry_points(group):
-        assert group == registry.ENTRY_POINT_GROUP
-        return [FakeEntryPoint()]
-
-    monkeypatch.setattr(importlib.metadata, "entry_points", fake_entry_points)
-    monkeypatch.setattr(registry, "_entry_points_loaded", False)
+    install_fake_distribution(monkeypatch, tmp_path, {ENTRY_POINT_GROUP: {"binary": "test_task_contract:BinaryTask"}})
+    monkeypatch.setattr(annotune.plugins, "_LOADED", set())
     try:
-        assert get_task("binary") is BinaryTask  # looked up on the first miss
+        assert get_task("binary").__name__ == "BinaryTask"  # looked up on the first miss
         assert task_names()[-1] == "binary"
     finally:
         unregister_task("binary")

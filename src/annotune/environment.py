@@ -56,16 +56,26 @@ def _cpu_name() -> str:
 
 
 def quiet_libraries() -> None:
-    """Keep library progress bars and warnings out of annotune's own output."""
+    """Keep library progress bars, logs and warnings out of annotune's own output: annotune shows one
+    progress bar per stage itself (labelling, training)."""
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     import warnings
 
-    warnings.filterwarnings("ignore", module="transformers")
+    for module in ("transformers", "trl", "peft", "accelerate", "datasets", "torch"):
+        warnings.filterwarnings("ignore", module=module)
     try:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
         hf_logging.disable_progress_bar()
+    except ImportError:
+        pass
+    try:
+        import datasets
+
+        datasets.disable_progress_bars()
+        datasets.utils.logging.set_verbosity_error()
     except ImportError:
         pass

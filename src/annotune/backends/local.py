@@ -87,8 +87,6 @@ class LocalBackend(Backend):
         """Token ids of ``text`` without special tokens."""
         return self.tokenizer(text, add_special_tokens=False)["input_ids"]
 
-    _ids = encode  # the old private name, still used by bench/labelling_speed.py
-
     def decode(self, ids: list[int]) -> str:
         """Text of token ids, special tokens kept (``<|im_end|>`` stays visible)."""
         return self.tokenizer.decode(ids, skip_special_tokens=False)
@@ -189,7 +187,7 @@ class LocalBackend(Backend):
             if answer == "generate":
                 q_ids = self.encode(main_question(codebook) + parts.suffix)
                 stop = self.stop_ids(parts.end_of_turn)
-                limit = self.max_new_tokens or {"single": 24, "multi": 64, "dimensions": 384}[codebook.kind]
+                limit = self.max_new_tokens or codebook.task.max_new_tokens
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start: start + self.batch_size]
                     rows = [doc_ids[i] + q_ids for i in batch]

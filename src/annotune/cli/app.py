@@ -49,3 +49,12 @@ def user_errors(fn):
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def output_option():
+    return typer.Option(None, "--output", "-o", help="Output folder (default: the config's `output`, else "
+                        "runs/<name>).")
+
+
+def quiet_option():
+    return typer.Option(False, "--quiet", "-q", help="No progress bars.")

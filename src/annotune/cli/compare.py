@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from annotune.cli.app import app, console, log, user_errors
+from annotune.cli.app import app, output_option, quiet_option, console, log, user_errors
 from annotune.environment import quiet_libraries
 from annotune.cli.render import print_results_table
 
@@ -15,10 +15,9 @@ from annotune.cli.render import print_results_table
 @user_errors
 def compare(
     config: Path = typer.Argument(..., help="Comparison config (TOML): codebook, data, split, systems."),
-    output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: the config's `output`, "
-                                "else runs/<name>)."),
+    output: Path = output_option(),
     fresh: bool = typer.Option(False, "--fresh", help="Recompute every system instead of reusing finished ones."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = quiet_option(),
 ):
     """Run every system of CONFIG on the same test split and print one comparison table.
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from annotune.cli.app import app, console, log, user_errors
+from annotune.cli.app import app, output_option, quiet_option, console, log, user_errors
 from annotune.environment import quiet_libraries
 from annotune.cli.render import print_curve_table
 
@@ -16,11 +16,10 @@ from annotune.cli.render import print_curve_table
 def curve(
     config: Path = typer.Argument(..., help="Comparison config with a `curve` table (sizes, seeds, answer, "
                                   "references)."),
-    output: Path = typer.Option(None, "--output", "-o", help="Output folder (default: the config's `output`, "
-                                "else runs/<name>)."),
+    output: Path = output_option(),
     fresh: bool = typer.Option(False, "--fresh", help="Re-evaluate every point and reference instead of reusing "
                                "finished ones (trained adapters are reused)."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = quiet_option(),
 ):
     """Learning curve: fine-tune on subsamples of each size × seed and compare with the references.
 

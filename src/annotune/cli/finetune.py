@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from annotune.cli.app import app, console, log, user_errors
+from annotune.cli.app import app, quiet_option, console, log, user_errors
 from annotune.environment import quiet_libraries
 
 
@@ -18,7 +18,7 @@ def finetune(
     output: Path = typer.Option(None, "--output", "-o", help="Run folder (default: the one `compare` would use)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its newest checkpoint."),
     merge: bool = typer.Option(False, "--merge", help="Also write merged full weights to <run>/merged."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    quiet: bool = quiet_option(),
 ):
     """LoRA fine-tune the config's model on its training split and write a run folder (adapter, tokenizer,
     codebook, manifest). Use the folder as `model = "<run folder>"` anywhere a model is expected."""

@@ -184,19 +184,8 @@ class Dataset:
 
     # ------------------------------------------------------------------ splitting and sampling
     def _strata(self) -> list[str]:
-        kind = self.codebook.kind
-        keys = []
-        for d in self.docs:
-            lab = d.label
-            if lab is None:
-                keys.append("")
-            elif kind == "single":
-                keys.append(str(lab))
-            elif kind == "multi":
-                keys.append(lab[0] if lab else "")
-            else:
-                keys.append(str(min(len(lab), 3)))
-        return keys
+        task = self.codebook.task
+        return ["" if d.label is None else task.split_stratum(d.label) for d in self.docs]
 
     def split(self, *, test_size: float | int = 0.2, seed: int = 0) -> tuple["Dataset", "Dataset"]:
         """Seeded stratified train/test split; both parts keep the original document order.

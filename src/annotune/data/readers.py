@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -174,22 +175,34 @@ def _read_delimited(path: Path, sep: str) -> tuple[list[tuple[int, dict[str, Any
     return [(i, rec) for i, rec in enumerate(frame.to_dict("records"), start=1)], columns
 
 
-def _read_jsonl(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
-    text = _decode(path)
+def _objects(rows: Iterator[tuple[int, Any]], path: Path,
+             what: str) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    """(row number, record) pairs and the columns in first-seen order; a row that is not a JSON object is a
+    `DataError` naming it as ``what`` ("line", "record")."""
     records = []
     columns: dict[str, None] = {}
-    for lineno, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except ValueError as exc:
-            raise DataError(f"invalid JSON on line {lineno}: {exc.msg} at column {exc.colno}", file=str(path), row=lineno) from None
+    for i, rec in rows:
         if not isinstance(rec, dict):
-            raise DataError(f"line {lineno} is not a JSON object (got {describe(rec)})", file=str(path), row=lineno)
+            raise DataError(f"{what} {i} is not a JSON object (got {describe(rec)})", file=str(path), row=i)
         columns.update(dict.fromkeys(rec))
-        records.append((lineno, rec))
+        records.append((i, rec))
     return records, list(columns)
+
+
+def _read_jsonl(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
+    text = _decode(path)
+
+    def rows() -> Iterator[tuple[int, Any]]:  # lazily, so that errors come in line order
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                yield lineno, json.loads(line)
+            except ValueError as exc:
+                raise DataError(f"invalid JSON on line {lineno}: {exc.msg} at column {exc.colno}", file=str(path),
+                                row=lineno) from None
+
+    return _objects(rows(), path, "line")
 
 
 def _read_json(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:
@@ -207,14 +220,7 @@ def _read_json(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]
         data = lists[0]
     if not isinstance(data, list):
         raise DataError("expected a JSON list of records (objects)", file=str(path))
-    records = []
-    columns: dict[str, None] = {}
-    for i, rec in enumerate(data, start=1):
-        if not isinstance(rec, dict):
-            raise DataError(f"record {i} is not a JSON object (got {describe(rec)})", file=str(path), row=i)
-        columns.update(dict.fromkeys(rec))
-        records.append((i, rec))
-    return records, list(columns)
+    return _objects(enumerate(data, start=1), path, "record")
 
 
 def _read_parquet(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]]:

@@ -68,6 +68,17 @@ def system_record(system: System, fp: str, preds, stats, metrics: dict) -> dict:
     }
 
 
+def load_finished(store: Path, fp: str) -> dict | None:
+    """A finished result saved at ``store`` if its fingerprint is ``fp`` (a damaged file is not trusted)."""
+    if not store.exists():
+        return None
+    try:
+        saved = json.loads(store.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fp else None
+
+
 def write_atomic(path: Path, data: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, ensure_ascii=False, default=str), encoding="utf-8")
@@ -110,15 +121,11 @@ class Comparison:
         for system in self.systems:
             fp = fingerprint(data_fp, system.type, system.fingerprint(identities.get(system.name)), cfg.bootstrap)
             store = out / "systems" / f"{slug(system.name)}.json"
-            if not self.fresh and store.exists():
-                try:
-                    saved = json.loads(store.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    saved = {}
-                if saved.get("fingerprint") == fp:
-                    self.log(f"{system.name}: reusing finished run from {store}")
-                    records.append(saved)
-                    continue
+            saved = None if self.fresh else load_finished(store, fp)
+            if saved is not None:
+                self.log(f"{system.name}: reusing finished run from {store}")
+                records.append(saved)
+                continue
             self.log(f"{system.name}: running on {len(test)} documents …")
             preds, stats = system.run(train, test)
             metrics = evaluate(cfg.codebook, gold, [p.label for p in preds], n_boot=cfg.bootstrap, seed=cfg.seed)
@@ -158,4 +165,4 @@ def check(cfg: ExperimentConfig) -> dict[str, Any]:
     return {"dataset": dataset, "train": train, "test": test}
 
 
-__all__ = ["Comparison", "split_data", "run_context", "check", "write_atomic"]
+__all__ = ["Comparison", "split_data", "run_context", "check", "load_finished", "write_atomic"]

@@ -55,7 +55,7 @@ from annotune.codebook import Codebook
 from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError
 from annotune.evaluation.metrics import evaluate
-from annotune.experiments.compare import Comparison, run_context, split_data, write_atomic
+from annotune.experiments.compare import Comparison, load_finished, run_context, split_data, write_atomic
 from annotune.experiments.config import CurveConfig, ExperimentConfig, parse_system
 from annotune.experiments.fingerprints import data_fingerprint, fingerprint, model_identity, slug
 from annotune.systems.base import Defaults
@@ -63,7 +63,6 @@ from annotune.systems.finetuned import FinetunedSystem
 from annotune.tasks.labels import label_from_json, label_to_json
 
 CURVE_DIR = "curve"
-PRIMARY = {"single": "macro_f1", "multi": "micro_f1", "dimensions": "intensity_micro_f1"}  # = evaluate()'s
 
 
 def size_key(size: int | str) -> str:
@@ -73,36 +72,9 @@ def size_key(size: int | str) -> str:
 # ---------------------------------------------------------------------------- primary metric from counts
 def primary_counts(codebook: Codebook, gold: list, pred: list) -> np.ndarray:
     """Per-document (tp, fp, fn) counts, shape (documents, groups, 3), from which the task's primary metric
-    is the mean over groups of F1 = 2tp / (2tp + fp + fn) of the summed counts: one group per label for
-    macro-F1 (single), one group for micro-F1 (multi) and intensity micro-F1 (dimensions). INVALID (None)
-    predicts nothing, as in `evaluate`."""
-    n = len(gold)
-    kind = codebook.kind
-    if kind == "single":
-        labels = codebook.label_names
-        index = {lab: i for i, lab in enumerate(labels)}
-        out = np.zeros((n, len(labels), 3))
-        for i, (g, p) in enumerate(zip(gold, pred)):
-            gi = index[g]
-            if p is None:
-                out[i, gi, 2] = 1
-            elif p == g:
-                out[i, gi, 0] = 1
-            else:
-                out[i, index[p], 1] = 1
-                out[i, gi, 2] = 1
-        return out
-    out = np.zeros((n, 1, 3))
-    for i, (g, p) in enumerate(zip(gold, pred)):
-        if kind == "multi":
-            gs, ps = set(g), set(p or ())
-            tp = len(gs & ps)
-            out[i, 0] = (tp, len(ps) - tp, len(gs) - tp)
-        else:  # dimensions: a (dimension, value) pair predicted exactly is a true positive
-            p = p or {}
-            tp = sum(1 for d, v in p.items() if g.get(d) == v)
-            out[i, 0] = (tp, len(p) - tp, len(g) - tp)
-    return out
+    is the mean over groups of F1 = 2tp / (2tp + fp + fn) of the summed counts (the task kind's
+    `primary_counts`). INVALID (None) predicts nothing, as in `evaluate`."""
+    return codebook.task.primary_counts(gold, pred)
 
 
 def f1_from_counts(counts: np.ndarray) -> np.ndarray:
@@ -271,12 +243,12 @@ class Curve:
         """Refuse, before any work, sizes too small to fine-tune on (every label needs an example)."""
         cfg = self.cfg
         ft = cfg.finetune_config()
-        single = cfg.codebook.kind == "single"
-        smallest = max(ft.min_examples, len(cfg.codebook.labels) if single else 1)
+        needed = cfg.codebook.task.min_training_examples()  # e.g. one per label
+        smallest = max(ft.min_examples, needed)
         for size in self.curve.sizes:
             if size != "all" and size < smallest:
                 raise ConfigError(f"size {size} is too small: fine-tuning needs at least {smallest} documents "
-                                  f"({'one per label, ' if single else ''}"
+                                  f"({'one per label, ' if needed > 1 else ''}"
                                   f"and min_examples = {ft.min_examples})", file=cfg.source, field="curve.sizes")
 
     def run(self) -> dict:
@@ -310,15 +282,11 @@ class Curve:
             context = run_context(cfg, progress=self.progress, log=self.log, seed=seed)
             systems = {a: self.point_system(size, seed, a, context) for a in curve.answers}
             fp = fingerprint(data_fp, {a: s.fingerprint() for a, s in systems.items()}, base_identity, cfg.bootstrap)
-            if not self.fresh and store.exists():
-                try:
-                    saved = json.loads(store.read_text(encoding="utf-8"))
-                except (json.JSONDecodeError, UnicodeDecodeError):
-                    saved = {}
-                if saved.get("fingerprint") == fp:
-                    self.log(f"curve point {i}/{len(todo)} (size {size}, seed {seed}): reusing {store}")
-                    points.append(saved)
-                    continue
+            saved = None if self.fresh else load_finished(store, fp)
+            if saved is not None:
+                self.log(f"curve point {i}/{len(todo)} (size {size}, seed {seed}): reusing {store}")
+                points.append(saved)
+                continue
             self.log(f"curve point {i}/{len(todo)}: size {size}, seed {seed} …")
             record = self.run_point(size, seed, systems, train, test, gold)
             record["fingerprint"] = fp
@@ -347,7 +315,7 @@ class Curve:
             "curve": curve.settings() | {"answers": curve.answers},
             "base_model": self.base_model(),
             "finetune": dict(cfg.finetune),
-            "primary": PRIMARY[cfg.codebook.kind],
+            "primary": cfg.codebook.task.primary_metric,
             "seed": cfg.seed,
             "n_boot": cfg.bootstrap,
             "data": {"train_pool": len(train), "test": len(test),

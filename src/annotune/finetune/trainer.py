@@ -52,12 +52,10 @@ def check_training_data(train: list[Doc], codebook: Codebook, cfg: FineTuneConfi
     unlabelled = [d.id for d in train if d.label is None]
     if unlabelled:
         raise DataError(f"{len(unlabelled)} training documents have no label (first: {unlabelled[0]!r})")
-    if codebook.kind == "single":
-        seen = {d.label for d in train}
-        missing = [name for name in codebook.label_names if name not in seen]
-        if missing:
-            raise DataError(f"no training example for label(s) {', '.join(missing)}; add examples or remove "
-                            "the label from the codebook")
+    missing = codebook.task.missing_training_labels([d.label for d in train])
+    if missing:
+        raise DataError(f"no training example for label(s) {', '.join(missing)}; add examples or remove "
+                        "the label from the codebook")
 
 
 class FineTuner:

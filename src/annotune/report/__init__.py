@@ -7,7 +7,7 @@ with its figures in ``figures/``.
 - `render`: loading the folder, the Jinja2 environment, `write_report`;
 - `sections`: the document model (sections of paragraphs, tables, lists, figures) built from the results;
 - `figures`: the matplotlib figures; `methods`: the methods paragraph;
-- `format`: number and name formatting (also used by the CLI); `kinds`: the per-task-kind wording;
+- `format`: number and name formatting (also used by the CLI), the task kind of a results dict;
 - ``templates/report.html`` and ``templates/report.md``: the look, editable without code.
 """
 

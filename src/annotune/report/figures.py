@@ -10,8 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from annotune.report.format import primary_name, size_label, slug
-from annotune.report.kinds import kind_text, per_label_scores
+from annotune.report.format import primary_name, results_task, size_label, slug
 
 
 @dataclass
@@ -81,13 +80,13 @@ def per_class_figure(results: dict) -> Figure | None:
     import numpy as np
 
     plt = _pyplot()
-    kt = kind_text(results)
-    systems = [s for s in results["systems"] if per_label_scores(s, kt)]
+    task = results_task(results)
+    systems = [s for s in results["systems"] if task.per_item_scores(s.get("metrics", {}))]
     if not systems:
         return None
-    labels = list(per_label_scores(systems[0], kt))
-    what = kt.score_name
-    data = np.array([[per_label_scores(s, kt).get(lab, 0.0) for lab in labels] for s in systems])
+    labels = list(task.per_item_scores(systems[0]["metrics"]))
+    what = task.per_item_metric
+    data = np.array([[task.per_item_scores(s["metrics"]).get(lab, 0.0) for lab in labels] for s in systems])
     if len(labels) * len(systems) > 60:  # too many bars: a heat map of labels × systems
         fig, ax = plt.subplots(figsize=(2.5 + 0.9 * len(systems), 1.0 + 0.22 * len(labels)))
         im = ax.imshow(data.T, cmap="viridis", vmin=0, vmax=1, aspect="auto")
@@ -107,8 +106,8 @@ def per_class_figure(results: dict) -> Figure | None:
         ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.12 if len(labels) > 3 else -0.25),
                   ncol=2, frameon=False)
         ax.grid(axis="x", alpha=0.3)
-    ax.set_title(f"Per-{kt.item} {what}")
-    return Figure("per-class-f1", f"Per-{kt.item} {what}", _png(fig),
+    ax.set_title(f"Per-{task.item_word} {what}")
+    return Figure("per-class-f1", f"Per-{task.item_word} {what}", _png(fig),
                   "INVALID answers count as misses of the gold label(s).")
 
 

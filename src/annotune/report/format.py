@@ -1,4 +1,6 @@
-"""Number and name formatting shared by the report, its templates and the CLI's curve table.
+"""Number and name formatting shared by the report, its templates and the CLI's curve table, and the task
+kind of a results dict (`results_task`, `primary_key`): what the report says differently per kind comes
+from the kind's class (`annotune.tasks`), never from a branch on its name.
 
 Every helper returns "–" for a missing value, so that tables never show "None".
 """
@@ -6,10 +8,19 @@ Every helper returns "–" for a missing value, so that tables never show "None"
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-PRIMARY_NAMES = {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1"}
+from annotune.tasks import TaskKind, get_task, task_names
+
+
+def _primary_names() -> dict[str, str]:
+    """{primary metric key: its readable name} of every registered task kind."""
+    return {get_task(k).primary_metric: get_task(k).primary_name for k in task_names()}
+
+
+PRIMARY_NAMES = _primary_names()  # the kinds registered at import; `primary_name` also sees later plug-ins
 ANSWER_WORDS = {"generate": "free generation", "constrained": "constrained answering"}
 DEFAULT_MODEL = "smollm2"  # what a local system runs when neither it nor the config names a model
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
@@ -18,7 +29,30 @@ MISSING = "–"
 
 def primary_name(key: str) -> str:
     """The readable name of a metric key (``macro_f1`` → ``macro-F1``); unknown keys as they are."""
-    return PRIMARY_NAMES.get(key, key)
+    return PRIMARY_NAMES.get(key) or _primary_names().get(key, key)
+
+
+def results_task(results: dict) -> type[TaskKind]:
+    """The task kind class of a results dict (its report wording, per-label figures, primary metric)."""
+    return get_task(results["task"]["task"]["kind"])
+
+
+def primary_key(results: dict) -> str:
+    """The metrics key of the task's headline metric, as `evaluate` and `curve` stored it."""
+    for s in results.get("systems", []):
+        if s.get("metrics", {}).get("primary"):
+            return s["metrics"]["primary"]
+    if results.get("curve", {}).get("primary"):
+        return results["curve"]["primary"]
+    return results_task(results).primary_metric
+
+
+def curve_matches(curve: dict | None) -> Iterator[tuple[str, dict, dict, dict | None, dict | None]]:
+    """(answer mode, its curve block, reference match, ``by_mean``, ``by_ci``) for every reference a learning
+    curve was compared with (nothing without a curve)."""
+    for answer, block in (curve["answers"].items() if curve else ()):
+        for mt in block["matches"]:
+            yield answer, block, mt, mt.get("by_mean"), mt.get("by_ci")
 
 
 def fixed(x: Any, digits: int = 3) -> str:
@@ -108,6 +142,7 @@ def md_cell(x: Any) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
-__all__ = ["PRIMARY_NAMES", "ANSWER_WORDS", "DEFAULT_MODEL", "DEFAULT_MODEL_NAME", "primary_name", "fixed",
+__all__ = ["PRIMARY_NAMES", "ANSWER_WORDS", "DEFAULT_MODEL", "DEFAULT_MODEL_NAME", "primary_name",
+           "results_task", "primary_key", "curve_matches", "fixed",
            "percent", "ci_text", "number", "size_label", "slug", "join_words", "plural", "model_name",
            "system_model", "hardware_words", "md_cell"]

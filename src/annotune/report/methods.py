@@ -3,9 +3,8 @@ learning curve under ``results["curve"]``), ready to paste into a paper."""
 
 from __future__ import annotations
 
-from annotune.report.format import (ANSWER_WORDS, ci_text, hardware_words, join_words, model_name, plural,
-                                    primary_name, system_model)
-from annotune.report.kinds import kind_text, primary_key
+from annotune.report.format import (ANSWER_WORDS, ci_text, curve_matches, hardware_words, join_words, model_name,
+                                    plural, primary_key, primary_name, results_task, system_model)
 
 
 def _lora_words(params: dict) -> str:
@@ -53,7 +52,7 @@ def methods_paragraph(results: dict) -> str:
     """A paragraph for a paper's methods section, from results.json (and the curve under ``"curve"``)."""
     task = results["task"]["task"]
     labels = [lab["name"] for lab in results["task"]["labels"]]
-    kt = kind_text(results)
+    task_kind = results_task(results)
     data = results.get("data", {})
     pname = primary_name(primary_key(results))
     libs = results.get("environment", {}).get("libraries", {})
@@ -63,8 +62,8 @@ def methods_paragraph(results: dict) -> str:
     shown = ", ".join(labels[:8]) + (f" and {len(labels) - 8} more" if len(labels) > 8 else "")
     scale = (f", each coded on the scale {', '.join(task['scale'])}" if task.get("scale")
              else "")
-    out.append(f"We coded {data.get('documents', 0):,} documents (“{task['name']}”) with a {kt.words} "
-               f"codebook of {len(labels)} {kt.unit} ({shown}{scale}).")
+    out.append(f"We coded {data.get('documents', 0):,} documents (“{task['name']}”) with a {task_kind.description} "
+               f"codebook of {len(labels)} {task_kind.items_word} ({shown}{scale}).")
     out.append(f"All systems were evaluated on the same held-out test set of {data.get('test', 0):,} documents; the "
                f"other {data.get('train', 0):,} documents formed the training pool (seed {results.get('seed')}).")
     systems = results.get("systems", [])
@@ -88,7 +87,7 @@ def methods_paragraph(results: dict) -> str:
                    "by a label.")
     if "constrained" in answers:
         out.append("With constrained answering the model's probability of every allowed answer was computed and the "
-                   f"most probable one chosen{kt.constrained}.")
+                   f"most probable one chosen{task_kind.constrained_words}.")
     tuned = [s for s in systems if s.get("spec", {}).get("type") == "finetuned"]
     if tuned or curve:
         params = (curve or {}).get("finetune") or (tuned[0]["spec"].get("finetune") if tuned else {})
@@ -104,20 +103,16 @@ def methods_paragraph(results: dict) -> str:
                    f"{plural(len(c['seeds']), 'seed')} per size (seeds {', '.join(map(str, c['seeds']))}; a seed "
                    "sets both the subsample and the training), and report the mean over seeds with a 95 % "
                    "percentile bootstrap interval over test documents.")
-        for answer, block in curve["answers"].items():
-            for mt in block["matches"]:
-                bm = mt.get("by_mean")
-                bc = mt.get("by_ci")
-                if bm:
-                    text = (f"The smallest training set at which the fine-tuned model ({answer} answers) matched "
-                            f"{mt['reference']} ({pname} {mt['reference_value']:.3f}) on average was {bm['n_train']:,} "
-                            f"documents (mean {ci_text(bm['mean'], bm.get('ci'))})")
-                    text += (f"; its 95 % interval lay entirely above the reference from {bc['n_train']:,} documents."
-                             if bc else "; at no size tried did its 95 % interval lie entirely above the reference.")
-                    out.append(text)
-                else:
-                    out.append(f"The fine-tuned model ({answer} answers) did not reach {mt['reference']} ({pname} "
-                               f"{mt['reference_value']:.3f}) at any size tried.")
+        for answer, _, mt, bm, bc in curve_matches(curve):
+            if not bm:
+                out.append(f"The fine-tuned model ({answer} answers) did not reach {mt['reference']} ({pname} "
+                           f"{mt['reference_value']:.3f}) at any size tried.")
+                continue
+            later = (f"; its 95 % interval lay entirely above the reference from {bc['n_train']:,} documents."
+                     if bc else "; at no size tried did its 95 % interval lie entirely above the reference.")
+            out.append(f"The smallest training set at which the fine-tuned model ({answer} answers) matched "
+                       f"{mt['reference']} ({pname} {mt['reference_value']:.3f}) on average was {bm['n_train']:,} "
+                       f"documents (mean {ci_text(bm['mean'], bm.get('ci'))}){later}")
     n_boot = (curve or {}).get("n_boot")
     if n_boot is None:
         n_boot = next((s["metrics"].get("n_boot") for s in systems if s.get("metrics")), None)

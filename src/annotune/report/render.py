@@ -20,8 +20,7 @@ from pathlib import Path
 import jinja2
 
 from annotune.errors import ConfigError
-from annotune.report.format import md_cell, number
-from annotune.report.kinds import kind_text
+from annotune.report.format import md_cell, number, results_task
 from annotune.report.sections import Section, build_sections
 
 TEMPLATES = Path(__file__).with_name("templates")
@@ -73,7 +72,7 @@ def environment(folder: str | None = None) -> jinja2.Environment:
 def _context(results: dict, sections: list[Section]) -> dict:
     task = results["task"]["task"]
     return {"title": f"annotune report — {results.get('name', task['name'])}",
-            "kind_words": kind_text(results).words, "task": task, "n_labels": len(results["task"]["labels"]),
+            "kind_words": results_task(results).description, "task": task, "n_labels": len(results["task"]["labels"]),
             "n_test": results["data"]["test"], "created": str(results.get("created", "")),
             "sections": sections, "written": time.strftime("%Y-%m-%d %H:%M"),
             "sources": "results.json" + (" and curve/curve.json" if results.get("curve") else "")}

@@ -13,35 +13,34 @@ from typing import ClassVar
 
 from annotune.report.figures import (Figure, confusion_figure, curve_figure, per_class_figure,
                                      throughput_figure)
-from annotune.report.format import (ci_text, fixed, hardware_words, model_name, number, percent, plural,
-                                    primary_name, size_label)
-from annotune.report.kinds import kind_text, per_label_scores, primary_key
+from annotune.report.format import (ci_text, curve_matches, fixed, hardware_words, model_name, number, percent,
+                                    plural, primary_key, primary_name, results_task, size_label)
 from annotune.report.methods import methods_paragraph
 
 
 # ---------------------------------------------------------------------------- blocks
 @dataclass
-class Paragraph:
-    kind: ClassVar[str] = "paragraph"
+class _Text:
+    """A block of one text; subclasses name its ``kind`` (what the templates switch on)."""
+
+    kind: ClassVar[str]
     text: str
 
 
-@dataclass
-class Heading:
-    kind: ClassVar[str] = "heading"
-    text: str
+class Paragraph(_Text):
+    kind = "paragraph"
 
 
-@dataclass
-class Quote:
-    kind: ClassVar[str] = "quote"
-    text: str
+class Heading(_Text):
+    kind = "heading"
 
 
-@dataclass
-class Preformatted:
-    kind: ClassVar[str] = "pre"
-    text: str
+class Quote(_Text):
+    kind = "quote"
+
+
+class Preformatted(_Text):
+    kind = "pre"
 
 
 @dataclass
@@ -100,23 +99,20 @@ def summary_section(results: dict) -> Section:
         items.append(f"Best system on {results['data']['test']:,} test documents: {best['name']} "
                      f"({pname} {ci_text(m.get(primary), m.get(primary + '_ci'))}, valid answers "
                      f"{percent(m['valid_rate'])} %).")
-    curve = results.get("curve")
-    for answer, block in (curve["answers"].items() if curve else ()):
-        for mt in block["matches"]:
-            bm, bc = mt.get("by_mean"), mt.get("by_ci")
-            ref = f"{mt['reference']} ({mt['reference_value']:.3f})"
-            if bm:
-                text = (f"Fine-tuned ({answer}) reaches {ref} on average from "
-                        f"{size_label(bm['size'], bm['n_train'])} labelled documents ({pname} "
-                        f"{ci_text(bm['mean'], bm.get('ci'))})")
-                text += (f"; with its 95 % interval above it from {size_label(bc['size'], bc['n_train'])}."
-                         if bc else "; its 95 % interval never lies entirely above it.")
-            else:
-                largest = block["rows"][-1] if block["rows"] else None
-                text = f"Fine-tuned ({answer}) does not reach {ref} at any size tried"
-                text += (f" (largest: {size_label(largest['size'], largest['n_train'])} documents, "
-                         f"{ci_text(largest['mean'], largest.get('ci'))})." if largest else ".")
-            items.append(text)
+    for answer, block, mt, bm, bc in curve_matches(results.get("curve")):
+        ref = f"{mt['reference']} ({mt['reference_value']:.3f})"
+        if bm:
+            text = (f"Fine-tuned ({answer}) reaches {ref} on average from "
+                    f"{size_label(bm['size'], bm['n_train'])} labelled documents ({pname} "
+                    f"{ci_text(bm['mean'], bm.get('ci'))})")
+            text += (f"; with its 95 % interval above it from {size_label(bc['size'], bc['n_train'])}."
+                     if bc else "; its 95 % interval never lies entirely above it.")
+        else:
+            largest = block["rows"][-1] if block["rows"] else None
+            text = f"Fine-tuned ({answer}) does not reach {ref} at any size tried"
+            text += (f" (largest: {size_label(largest['size'], largest['n_train'])} documents, "
+                     f"{ci_text(largest['mean'], largest.get('ci'))})." if largest else ".")
+        items.append(text)
     if items:
         sec.add(BulletList(items))
     return sec
@@ -148,16 +144,17 @@ def confusion_section(results: dict) -> Section:
 
 
 def per_class_section(results: dict) -> Section:
-    kt = kind_text(results)
-    sec = Section("per-class", f"Per-{kt.item} F1")
+    task = results_task(results)
+    sec = Section("per-class", f"Per-{task.item_word} F1")
     fig = per_class_figure(results)
     if fig is None:
         return sec.add(Paragraph("No per-label scores."))
-    systems = [s for s in results["systems"] if per_label_scores(s, kt)]
-    labels = list(per_label_scores(systems[0], kt))
-    support = {lab: v.get("support") for lab, v in systems[0]["metrics"][kt.scores_key].items()}
-    header = [kt.item.capitalize(), "Support", *[s["name"] for s in systems]]
-    rows = [[lab, str(support.get(lab, "–")), *[fixed(per_label_scores(s, kt).get(lab)) for s in systems]]
+    systems = [s for s in results["systems"] if task.per_item_scores(s.get("metrics", {}))]
+    scores = [task.per_item_scores(s["metrics"]) for s in systems]
+    labels = list(scores[0])
+    support = {lab: v.get("support") for lab, v in systems[0]["metrics"][task.per_item_key].items()}
+    header = [task.item_word.capitalize(), "Support", *[s["name"] for s in systems]]
+    rows = [[lab, str(support.get(lab, "–")), *[fixed(sc.get(lab)) for sc in scores]]
             for lab in labels]
     return sec.add(Figures([fig]), Table(header, rows))
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 import hashlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -35,6 +34,7 @@ from annotune.codebook import Codebook
 from annotune.config import ConfigModel
 from annotune.data.dataset import Dataset
 from annotune.errors import ConfigError
+from annotune.plugins import load_plugins
 
 ENTRY_POINT_GROUP = "annotune.systems"
 
@@ -136,7 +136,6 @@ class System(ABC):
 
 
 _REGISTRY: dict[str, type[System]] = {}
-_PLUGINS_LOADED = False
 
 
 def register_system(cls: type[System]) -> type[System]:
@@ -151,26 +150,9 @@ def unregister_system(name: str) -> None:
     _REGISTRY.pop(name, None)
 
 
-def _load_plugins() -> None:
-    global _PLUGINS_LOADED
-    if _PLUGINS_LOADED:
-        return
-    _PLUGINS_LOADED = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            cls = ep.load()
-        except Exception as exc:  # noqa: BLE001 - a broken plugin must not break annotune
-            import warnings
-
-            warnings.warn(f"annotune: could not load system plugin {ep.name!r}: {exc}", stacklevel=2)
-            continue
-        if isinstance(cls, type) and issubclass(cls, System):
-            register_system(cls)
-
-
 def system_types() -> dict[str, type[System]]:
     """Every registered system type, built-in and plugin, by name."""
-    _load_plugins()
+    load_plugins(ENTRY_POINT_GROUP, register_system, lambda name: name in _REGISTRY)
     return dict(_REGISTRY)
 
 

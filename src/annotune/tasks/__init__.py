@@ -18,8 +18,7 @@ loaded the first time a kind is looked up that is not built in, or when the name
 
 from __future__ import annotations
 
-import warnings
-
+from annotune.plugins import load_plugins
 from annotune.tasks.base import CellReader, ParsedAnswer, Question, TaskKind
 from annotune.tasks.dimensions import DimensionsTask
 from annotune.tasks.multi import MultiTask
@@ -28,7 +27,6 @@ from annotune.tasks.single import SingleTask
 ENTRY_POINT_GROUP = "annotune.tasks"
 
 _REGISTRY: dict[str, type[TaskKind]] = {}
-_entry_points_loaded = False
 
 
 def register_task(cls: type[TaskKind]) -> type[TaskKind]:
@@ -50,19 +48,7 @@ def unregister_task(name: str) -> None:
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    from importlib.metadata import entry_points
-
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        if ep.name in _REGISTRY:
-            continue
-        try:
-            register_task(ep.load())
-        except Exception as exc:  # a broken plug-in must not break the built-in kinds  # noqa: BLE001
-            warnings.warn(f"task kind plug-in {ep.name!r} ({ep.value}) could not be loaded: {exc}", stacklevel=2)
+    load_plugins(ENTRY_POINT_GROUP, register_task, lambda name: name in _REGISTRY)
 
 
 def task_names() -> tuple[str, ...]:

@@ -37,10 +37,8 @@ from annotune.backends.api.client import ApiBackend, ApiError, retry_summary
 from annotune.backends.api.logprobs import option_probs, question_probs
 from annotune.backends.api.pricing import FREE, Price, load_prices, lookup, price_from_dict, resolve_price
 from annotune.backends.api.requests import (
-    GENERATE_MAX_TOKENS,
     QUESTION_MAX_TOKENS,
     ApiRequest,
-    answer_schema,
     build_requests,
     estimate_prompt_tokens,
     estimate_tokens,
@@ -51,8 +49,8 @@ from annotune.backends.api.responses import ApiResult, total_cost
 
 __all__ = [
     "ApiBackend", "ApiError", "retry_summary",
-    "ApiRequest", "build_requests", "answer_schema", "option_schema", "structured_text",
-    "estimate_tokens", "estimate_prompt_tokens", "GENERATE_MAX_TOKENS", "QUESTION_MAX_TOKENS",
+    "ApiRequest", "build_requests", "option_schema", "structured_text",
+    "estimate_tokens", "estimate_prompt_tokens", "QUESTION_MAX_TOKENS",
     "ApiResult", "total_cost",
     "option_probs", "question_probs",
     "ResponseCache", "CachedResponse", "endpoint_id", "request_key",

@@ -2,42 +2,27 @@
 
 `build_requests` lists every request of a run (before fallbacks) in document order; the backend sends
 them and `annotune plan` counts them, so the plan prices exactly what is sent. With ``structured =
-true`` a request carries a strict JSON-schema ``response_format`` (`answer_schema` for ``generate``,
-`option_schema` for a constrained question); `structured_text` is the answer such a schema accepts.
+true`` a request carries a strict JSON-schema ``response_format`` (the task kind's ``answer_schema()`` for
+``generate``, `option_schema` for a constrained question); `structured_text` is the answer such a schema
+accepts. The generation budget of a ``generate`` answer is the kind's ``max_new_tokens``.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass
 from typing import Any
 
 from annotune.backends.api.cache import request_key
 from annotune.codebook import Codebook
-from annotune.tasks.prompts import PromptBuilder, constrained_questions, dimension_values, main_question
+from annotune.tasks.prompts import PromptBuilder, constrained_questions, main_question
 
-GENERATE_MAX_TOKENS = {"single": 24, "multi": 64, "dimensions": 384}
 QUESTION_MAX_TOKENS = 8
 
 
 # ---------------------------------------------------------------------------------- schemas
 def _strict(schema: dict) -> dict:
     return {"type": "json_schema", "json_schema": {"name": "answer", "strict": True, "schema": schema}}
-
-
-def answer_schema(codebook: Codebook) -> dict:
-    """The JSON schema of a structured `generate` answer (parsed by `parse_answer` like any answer)."""
-    names = list(codebook.label_names)
-    if codebook.kind == "single":
-        props = {"label": {"type": "string", "enum": names}}
-    elif codebook.kind == "multi":
-        props = {"labels": {"type": "array", "items": {"type": "string", "enum": names}, "minItems": 1,
-                            "maxItems": int(codebook.max_labels or len(names))}}
-    else:
-        values = list(dimension_values(codebook))
-        props = {name: {"type": "string", "enum": values} for name in names}
-    return {"type": "object", "properties": props, "required": list(props), "additionalProperties": False}
 
 
 def option_schema(options: tuple[str, ...] | list[str]) -> dict:
@@ -47,13 +32,9 @@ def option_schema(options: tuple[str, ...] | list[str]) -> dict:
 
 
 def structured_text(label, cb: Codebook) -> str:
-    """``label`` as the JSON answer `answer_schema` describes (what a structured response would say)."""
-    if cb.kind == "single":
-        return json.dumps({"label": label})
-    if cb.kind == "multi":
-        return json.dumps({"labels": list(label)})
-    absent = dimension_values(cb)[0]
-    return json.dumps({name: label.get(name, absent) for name in cb.label_names})
+    """``label`` as the JSON answer the task kind's ``answer_schema()`` describes (what a structured response
+    would say)."""
+    return cb.task.structured_text(label)
 
 
 # ---------------------------------------------------------------------------------- tokens
@@ -91,8 +72,8 @@ def build_requests(docs: list, builder: PromptBuilder, answer: str, *, model: st
     cb = builder.codebook
     out: list[ApiRequest] = []
     if answer == "generate":
-        limit = max_tokens or GENERATE_MAX_TOKENS[cb.kind]
-        schema = _strict(answer_schema(cb)) if structured else None
+        limit = max_tokens or cb.task.max_new_tokens
+        schema = _strict(cb.task.answer_schema()) if structured else None
         for i, doc in enumerate(docs):
             out.append(ApiRequest(i, None, _body(model, builder.messages(doc.text, main_question(cb)), limit,
                                                  schema=schema)))
