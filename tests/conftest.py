@@ -17,6 +17,34 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 FLOURISHING = SHARED_DATA / "flourishing"
 
+# The news topics that end-to-end tests write their data files and codebook.toml from: each label's
+# documents use its own words, so a trained system can tell them apart.
+TOPIC_LABELS = ("business", "sport", "tech")
+TOPIC_WORDS = {
+    "business": "shares profit market company investors",
+    "sport": "match goal team player season",
+    "tech": "software computer internet phone chip",
+    "politics": "election minister vote parliament party",
+}
+TOPICS_CODEBOOK = """\
+[task]
+name = "topics"
+kind = "single"
+instructions = "Code the news text by its main topic."
+
+[[labels]]
+name = "business"
+definition = "companies, markets and the economy"
+
+[[labels]]
+name = "sport"
+definition = "matches, teams and athletes"
+
+[[labels]]
+name = "tech"
+definition = "computers, software and the internet"
+"""
+
 
 def make_codebook(kind: str = "single", **task) -> Codebook:
     if kind == "dimensions":

@@ -36,31 +36,12 @@ from annotune.backends.api.pricing import Price, load_prices, lookup, resolve_pr
 from annotune.tasks.prompts import PromptBuilder
 from annotune.serve import create_app
 
-from conftest import REPO, make_codebook
+from conftest import REPO, TOPIC_LABELS as LABELS, TOPICS_CODEBOOK as CODEBOOK, make_codebook
 from fault_injection import MALFORMED_BODY, serve_with_faults
 
 KEY_ENV = "ANNOTUNE_TEST_API_KEY"
-LABELS = ("business", "sport", "tech")
 WORDS = {"business": "shares profit market company", "sport": "match goal team player",
          "tech": "software computer internet chip"}
-CODEBOOK = """\
-[task]
-name = "topics"
-kind = "single"
-instructions = "Code the news text by its main topic."
-
-[[labels]]
-name = "business"
-definition = "companies, markets and the economy"
-
-[[labels]]
-name = "sport"
-definition = "matches, teams and athletes"
-
-[[labels]]
-name = "tech"
-definition = "computers, software and the internet"
-"""
 PRICE = "{input = 1.5, output = 6.0, batch_discount = 0.5, date = \"2025-01-01\"}"
 
 @pytest.fixture(scope="module")

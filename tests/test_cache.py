@@ -8,7 +8,12 @@ import threading
 
 import pytest
 
-from annotune.backends.api.cache import CachedResponse, ResponseCache, endpoint_id, request_key
+from annotune.backends.api.cache import (
+    CachedResponse,
+    ResponseCache,
+    endpoint_id,
+    request_key,
+)
 
 URL = "https://api.example.com/v1"
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Which topic? Text: shares fell"}],

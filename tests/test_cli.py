@@ -14,12 +14,7 @@ from typer.testing import CliRunner
 
 from annotune.cli import app
 
-LABELS = ("business", "sport", "tech")
-WORDS = {
-    "business": "shares profit market company investors",
-    "sport": "match goal team player season",
-    "tech": "software computer internet phone chip",
-}
+from conftest import TOPIC_LABELS as LABELS, TOPIC_WORDS as WORDS
 
 CODEBOOK = """\
 [task]

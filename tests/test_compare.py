@@ -22,15 +22,8 @@ from annotune.experiments.compare import split_data
 from annotune.experiments.config import ExperimentConfig, load_config
 from annotune.errors import AnnotuneError
 
-from conftest import FLOURISHING, REPO
+from conftest import FLOURISHING, REPO, TOPIC_LABELS as LABELS, TOPIC_WORDS as WORDS
 
-LABELS = ("business", "sport", "tech")
-WORDS = {
-    "business": "shares profit market company investors",
-    "sport": "match goal team player season",
-    "tech": "software computer internet phone chip",
-    "politics": "election minister vote parliament party",
-}
 PREDICTIONS_COLUMNS = ["system", "id", "gold", "raw_answer", "parsed_label", "probability", "error"]
 UNPARSEABLE = "I would say it is about money, maybe"
 UNPARSED_IDS = {f"doc{i:03d}" for i in range(0, 60, 10)}

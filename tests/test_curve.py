@@ -30,32 +30,7 @@ from annotune.data.dataset import Dataset, Doc
 from annotune.errors import ConfigError
 from annotune.evaluation.metrics import evaluate
 
-from conftest import make_codebook
-
-LABELS = ("business", "sport", "tech")
-WORDS = {
-    "business": "shares profit market company investors",
-    "sport": "match goal team player season",
-    "tech": "software computer internet phone chip",
-}
-CODEBOOK = """\
-[task]
-name = "topics"
-kind = "single"
-instructions = "Code the news text by its main topic."
-
-[[labels]]
-name = "business"
-definition = "companies, markets and the economy"
-
-[[labels]]
-name = "sport"
-definition = "matches, teams and athletes"
-
-[[labels]]
-name = "tech"
-definition = "computers, software and the internet"
-"""
+from conftest import TOPIC_LABELS as LABELS, TOPIC_WORDS as WORDS, TOPICS_CODEBOOK as CODEBOOK, make_codebook
 
 # ---------------------------------------------------------------------------- subsamples
 def dataset(counts: dict[str, int]) -> Dataset:

@@ -38,8 +38,6 @@ def test_embedded_aliases_resolve_to_the_shipped_gguf(spec):
     assert embedded_model_file().is_file()
 
 
-@pytest.mark.xfail(strict=True, reason="src bug: `(spec or 'default').strip()` strips after the fallback, so a "
-                   "blank spec becomes Path('') == '.', and the working directory is taken for a model folder")
 def test_blank_spec_is_the_embedded_model_like_an_empty_one(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     source = resolve_model("  ")

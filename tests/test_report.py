@@ -26,30 +26,8 @@ from annotune.report.format import ci_text, number, size_label
 from annotune.report.render import environment, render_html
 from annotune.report.sections import build_sections
 
-LABELS = ("business", "sport", "tech")
-WORDS = {
-    "business": "shares profit market company investors",
-    "sport": "match goal team player season",
-    "tech": "software computer internet phone chip",
-}
-CODEBOOK = """\
-[task]
-name = "topics"
-kind = "single"
-instructions = "Code the news text by its main topic."
+from conftest import TOPIC_LABELS as LABELS, TOPIC_WORDS as WORDS, TOPICS_CODEBOOK as CODEBOOK
 
-[[labels]]
-name = "business"
-definition = "companies, markets and the economy"
-
-[[labels]]
-name = "sport"
-definition = "matches, teams and athletes"
-
-[[labels]]
-name = "tech"
-definition = "computers, software and the internet"
-"""
 UNPARSEABLE = "It is about money, I think"
 CURVE = """\
 [curve]

@@ -66,7 +66,7 @@ def resolve_model(spec: str | None) -> ModelSource:
     file; an existing directory → a HF model (or fine-tuned run) directory; anything else is treated as a
     Hugging Face hub id (downloaded by transformers, as real users expect).
     """
-    spec = (spec or "default").strip()
+    spec = (spec or "").strip() or "default"
     if spec.lower() in EMBEDDED_ALIASES:
         path = embedded_model_file()
         return ModelSource(spec, str(path.parent), path.name)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from annotune.codebook import Codebook, normalise
-from annotune.config import ANSWER_MODES, DEFAULT_MODEL, ConfigModel, config_error, resolve_path
+from annotune.config import ANSWER_MODES, DEFAULT_MODEL, ConfigModel, config_error, resolve_model, resolve_path
 from annotune.errors import ConfigError
 from annotune.experiments.fingerprints import slug
 from annotune.finetune.config import FineTuneConfig
@@ -305,13 +305,17 @@ def load_config(path: str | Path, output: str | Path | None = None) -> Experimen
         FineTuneConfig.parse({"seed": 0, **raw["finetune"]}, file=path, where="finetune")
     parsed = [parse_system(s, i, defaults, file=path) for i, s in enumerate(systems, start=1)]
     _check_names(parsed, path)
+    if "model" in sections:
+        sections["model"].name = resolve_model(sections["model"].name, path.parent)
+    if "curve" in sections and sections["curve"].model:
+        sections["curve"].model = resolve_model(sections["curve"].model, path.parent)
     name = raw.get("name", path.stem)
-    out_value = output if output is not None else raw.get("output")
-    if out_value is None:
-        out = Path("runs") / slug_name(name)
+    if output is not None:
+        out = Path(output)
+    elif isinstance(raw.get("output"), str):
+        out = resolve_path(raw["output"], path.parent)
     else:
-        out = Path(output) if output is not None else (resolve_path(out_value, path.parent)
-                                                        if isinstance(out_value, str) else out_value)
+        out = raw.get("output", Path("runs") / slug_name(name))
     values = {k: v for k, v in raw.items() if k not in ("codebook", "systems", "output", *sections)}
     try:
         cfg = ExperimentConfig.model_validate({

@@ -43,6 +43,8 @@ class TfidfBaseline:
 
     def fit_predict(self, train: list[Doc], test: list[Doc]) -> tuple[list[Prediction], RunStats]:
         started = time.perf_counter()
+        if not test:
+            return [], RunStats(docs=0, seconds=0.0)
         cb = self.codebook
         vec = self._vectorizer()
         x_train = vec.fit_transform([d.text for d in train])

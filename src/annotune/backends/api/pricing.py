@@ -9,6 +9,8 @@ the comparison measures.
 
 from __future__ import annotations
 
+import math
+
 import os
 import tomllib
 from dataclasses import asdict, dataclass
@@ -51,7 +53,7 @@ FREE = Price("local", 0.0, 0.0, date=None, provider="self-hosted")
 
 
 def _number(value: Any, what: str, file: str | Path, field: str, *, upper: float | None = None) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0 or (
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0 or (
             upper is not None and value > upper):
         bound = f" and <= {upper}" if upper is not None else ""
         raise ConfigError(f"{what} must be a number >= 0{bound}, not {value!r}", file=file, field=field)
@@ -103,8 +105,10 @@ def lookup(model: str, table: dict[str, Price]) -> Price | None:
     """The table's entry for ``model``: exact (case-insensitive), else the longest name that is a prefix
     of ``model`` at a "-" boundary ("gpt-4o-2024-08-06" → "gpt-4o"); provider prefixes such as
     "openai/" are ignored."""
+    if model.lower() in (by_lower := {k.lower(): v for k, v in table.items()}):
+        return by_lower[model.lower()]
     name = model.lower().rsplit("/", 1)[-1]
-    by_lower = {k.lower(): v for k, v in table.items()}
+    by_lower = {k.rsplit("/", 1)[-1]: v for k, v in by_lower.items()}
     if name in by_lower:
         return by_lower[name]
     best = None
@@ -123,11 +127,8 @@ def resolve_price(spec: Any, model: str, base_url: str, *, base_dir: Path, file:
                   field: str = "price") -> Price | None:
     """The price of a system: ``spec`` is None (look ``model`` up; free on localhost), a number 0 (free),
     an inline table, or the path of a price file to look ``model`` up in. None: unknown."""
-    if spec is None:
-        found = lookup(model, load_prices())
-        if found is None and is_local(base_url):
-            return FREE
-        return found
+    if spec is None:  # a self-hosted endpoint costs nothing unless the system sets a price
+        return FREE if is_local(base_url) else lookup(model, load_prices())
     if isinstance(spec, (int, float)) and not isinstance(spec, bool):
         if spec != 0:
             raise ConfigError("price must be 0 (free), a table {input = ..., output = ...} (USD per 1M tokens) "
