@@ -525,14 +525,34 @@ def _kind_run(root: Path, codebook: str, records: list[dict], model_dir: Path) -
     return result, load_results(root / "out")
 
 
-def test_multi_compare(tmp_path, tiny_model_dir):
+def multi_records(n: int = 40) -> list[dict]:
     names = ["business", "politics", "sport", "tech"]
     records = []
-    for i in range(40):
+    for i in range(n):
         labs = [names[i % 4]] + ([names[(i + 1) % 4]] if i % 3 == 0 else [])
         text = " ".join(WORDS[lab] for lab in labs)
         records.append({"id": f"m{i}", "text": f"Item {i}. {text}", "label": "; ".join(labs)})
-    result, results = _kind_run(tmp_path, MULTI_CODEBOOK, records, tiny_model_dir)
+    return records
+
+
+def dimensions_records(n: int = 40) -> list[dict]:
+    dims = ["happiness", "expressing gratitude", "perceiving discrimination"]
+    cue = {"happiness": "happy joyful", "expressing gratitude": "thank you grateful",
+           "perceiving discrimination": "unfair treated badly"}
+    scale = ["low", "medium", "high"]
+    records = []
+    for i in range(n):
+        label = {dims[i % 3]: scale[i % 3]} if i % 5 else {}
+        if i % 7 == 0:
+            label[dims[(i + 1) % 3]] = "high"
+        text = " ".join(cue[d] for d in label) or "nothing much today"
+        records.append({"id": f"t{i}", "text": f"tweet {i} {text}", "labels": json.dumps(label)})
+    return records
+
+
+def test_multi_compare(tmp_path, tiny_model_dir):
+    names = ["business", "politics", "sport", "tech"]
+    result, results = _kind_run(tmp_path, MULTI_CODEBOOK, multi_records(), tiny_model_dir)
     for header in ("Exact (valid)", "Exact (all)", "Micro-F1 [95% CI]", "Macro-F1", "Jaccard"):
         assert header in result.stdout
     assert "demo — multi task, 12 test documents" in result.stdout
@@ -553,17 +573,8 @@ def test_multi_compare(tmp_path, tiny_model_dir):
 
 def test_dimensions_compare(tmp_path, tiny_model_dir):
     dims = ["happiness", "expressing gratitude", "perceiving discrimination"]
-    cue = {"happiness": "happy joyful", "expressing gratitude": "thank you grateful",
-           "perceiving discrimination": "unfair treated badly"}
     scale = ["low", "medium", "high"]
-    records = []
-    for i in range(40):
-        label = {dims[i % 3]: scale[i % 3]} if i % 5 else {}
-        if i % 7 == 0:
-            label[dims[(i + 1) % 3]] = "high"
-        text = " ".join(cue[d] for d in label) or "nothing much today"
-        records.append({"id": f"t{i}", "text": f"tweet {i} {text}", "labels": json.dumps(label)})
-    result, results = _kind_run(tmp_path, DIMENSIONS_CODEBOOK, records, tiny_model_dir)
+    result, results = _kind_run(tmp_path, DIMENSIONS_CODEBOOK, dimensions_records(), tiny_model_dir)
     for header in ("Presence µF1", "Intensity µF1 [95% CI]", "accD", "Jaccard"):
         assert header in result.stdout
     assert "demo — dimensions task, 12 test documents" in result.stdout
@@ -635,4 +646,4 @@ def test_comparison_api_without_cli(tmp_path):
     from annotune.experiments.results import markdown_table
 
     table = markdown_table(results)
-    assert table.splitlines()[0].startswith("| System | Valid %") and "| t | 100.0 |" in table
+    assert table.splitlines()[0].startswith("| System | Train docs | Valid %") and "| t | 21 | 100.0 |" in table

@@ -284,7 +284,7 @@ def test_importing_annotune_loads_no_heavy_library():
 
 
 def test_readme_option_tables_come_from_the_config_classes():
-    """README's reference is `annotune options` verbatim (regenerate it when a config class changes)."""
+    """README's reference is `annotune options` verbatim (regenerate: python -m annotune.experiments.reference)."""
     from annotune.experiments.reference import README_END, README_START, options_markdown
 
     readme = (REPO / "README.md").read_text(encoding="utf-8")

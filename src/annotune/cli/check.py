@@ -15,27 +15,25 @@ def check(
     config: Path = typer.Argument(..., help="Comparison config or codebook (TOML/YAML)."),
 ):
     """Validate a codebook (and the data a config names) without running any model."""
-    import tomllib
-
-    from annotune.workflows import load_config
     from annotune.codebook import Codebook
-    from annotune.experiments.compare import check as check_config
     from annotune.errors import ConfigError
+    from annotune.experiments.compare import check as check_config
+    from annotune.experiments.config import config_from_toml, is_experiment, read_toml
 
     def say(msg: str) -> None:
         console.print(msg, markup=False, highlight=False)
 
     if not config.is_file():
         raise ConfigError("file not found" if not config.exists() else "expected a file, got a folder", file=config)
-    is_config = False
+    raw = text = None
     if config.suffix.lower() not in (".yaml", ".yml"):
         try:
-            raw = tomllib.loads(config.read_text(encoding="utf-8"))
-            is_config = any(key in raw for key in ("systems", "data", "split"))
-        except (UnicodeDecodeError, tomllib.TOMLDecodeError):
+            raw, text = read_toml(config)
+        except ConfigError:
             pass  # Codebook.load says what is wrong, in one line
+    is_config = raw is not None and is_experiment(raw)
     if is_config:
-        cfg = load_config(config)
+        cfg = config_from_toml(config, raw, text)
         checked = check_config(cfg)
         cb, dataset = cfg.codebook, checked["dataset"]
         say(f"codebook {cb.name!r}: {cb.kind}, {len(cb.labels)} labels — ok")

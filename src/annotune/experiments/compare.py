@@ -45,18 +45,26 @@ def split_data(cfg: ExperimentConfig, dataset: Dataset) -> tuple[Dataset, Datase
     return train, test
 
 
+_CONFIG_TRAIN_SIZE = object()
+
+
 def run_context(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print,
-                models: ModelPool | None = None, seed: int | None = None) -> RunContext:
+                models: ModelPool | None = None, seed: int | None = None,
+                train_size: Any = _CONFIG_TRAIN_SIZE) -> RunContext:
+    """What the systems of ``cfg`` run with (``seed``/``train_size`` override the config's)."""
     return RunContext(codebook=cfg.codebook, seed=cfg.seed if seed is None else seed, output=Path(cfg.output),
                       base_dir=cfg.base_dir, source=cfg.source, progress=progress, log=log,
-                      models=models or ModelPool())
+                      models=models or ModelPool(),
+                      train_size=cfg.train_size if train_size is _CONFIG_TRAIN_SIZE else train_size)
 
 
-def system_record(system: System, fp: str, preds, stats, metrics: dict) -> dict:
+def system_record(system: System, fp: str, preds, stats, metrics: dict, train: Dataset) -> dict:
     """What `compare` stores for a finished system (``systems/<slug>.json``)."""
     return {
         "name": system.name,
         "type": system.type,
+        "train_docs": len(train) if system.trains else None,
+        "train_ids_sha256": ids_sha256(train.ids) if system.trains else None,
         "spec": system.config.settings(),
         "fingerprint": fp,
         "metrics": metrics,
@@ -99,10 +107,16 @@ class Comparison:
         wanted = [s for s in cfg.systems if systems is None or s.name in systems]
         self.systems = build_systems(cfg.model_copy(update={"systems": wanted}), self.context)
 
-    def preflight(self) -> dict[str, Any]:
+    def preflight(self, train: Dataset | None = None) -> dict[str, Any]:
         """Check what every system needs before any of them runs (a typo in the last system's model must
         not surface after an hour of the first); returns what identifies each system's inputs."""
         index = {s.name: i for i, s in enumerate(self.cfg.systems, start=1)}
+        for s in self.systems:
+            if train is not None and s.train_size and s.train_size > len(train):
+                own = s.config.train_size is not None
+                raise ConfigError(f"train_size {s.train_size} is larger than the training split ({len(train)} "
+                                  "documents)", file=self.cfg.source,
+                                  field=f"systems[{index[s.name]}].train_size" if own else "train_size")
         return {s.name: s.preflight(index[s.name]) for s in self.systems}
 
     def run(self) -> dict:
@@ -110,7 +124,7 @@ class Comparison:
         started = time.time()
         dataset = cfg.load_data()
         train, test = split_data(cfg, dataset)
-        identities = self.preflight()
+        identities = self.preflight(train)
         self.log(f"data: {len(dataset)} documents ({dataset.dropped_empty} empty dropped); "
                  f"train {len(train)}, test {len(test)}")
         out = Path(cfg.output)
@@ -119,7 +133,8 @@ class Comparison:
         data_fp = data_fingerprint(cfg.codebook, train, test, cfg.seed)
         records = []
         for system in self.systems:
-            fp = fingerprint(data_fp, system.type, system.fingerprint(identities.get(system.name)), cfg.bootstrap)
+            fp = fingerprint(data_fp, system.type, system.fingerprint(identities.get(system.name)), cfg.bootstrap,
+                             system.train_size)
             store = out / "systems" / f"{slug(system.name)}.json"
             saved = None if self.fresh else load_finished(store, fp)
             if saved is not None:
@@ -127,9 +142,10 @@ class Comparison:
                 records.append(saved)
                 continue
             self.log(f"{system.name}: running on {len(test)} documents …")
-            preds, stats = system.run(train, test)
+            data = system.training_data(train)
+            preds, stats = system.run(data, test)
             metrics = evaluate(cfg.codebook, gold, [p.label for p in preds], n_boot=cfg.bootstrap, seed=cfg.seed)
-            record = system_record(system, fp, preds, stats, metrics)
+            record = system_record(system, fp, preds, stats, metrics, data)
             write_atomic(store, record)
             records.append(record)
         results = {
@@ -161,7 +177,7 @@ def check(cfg: ExperimentConfig) -> dict[str, Any]:
     """What `annotune check` verifies without running a model: data, split, every system's preflight."""
     dataset = cfg.load_data()
     train, test = split_data(cfg, dataset)
-    Comparison(cfg, progress=False, log=lambda m: None).preflight()
+    Comparison(cfg, progress=False, log=lambda m: None).preflight(train)
     return {"dataset": dataset, "train": train, "test": test}
 
 

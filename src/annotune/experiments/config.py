@@ -133,6 +133,9 @@ class ExperimentConfig(ConfigModel):
 
     name: str = Field(min_length=1, description="Name of the experiment (default: the file's stem).")
     seed: int = Field(0, description="Seed of splits, subsamples, few-shot draws and fine-tuning.")
+    train_size: int | None = Field(None, ge=1, description="Training documents every system learns from (the same "
+                                                           "seeded stratified subsample for all; a system's own "
+                                                           "train_size overrides it). Default: the whole split.")
     codebook: Annotated[Codebook, WithJsonSchema({"anyOf": [{"type": "string"}, {"type": "object"}]})] = Field(
         description="A codebook file (relative to the config) or an inline [codebook] with [task] and [[labels]].")
     data: DataConfig
@@ -221,7 +224,8 @@ class ExperimentConfig(ConfigModel):
 TOP_KEYS = set(ExperimentConfig.model_fields) - {"source", "config_text"}
 
 
-def _read_toml(path: Path) -> tuple[dict, str]:
+def read_toml(path: Path) -> tuple[dict, str]:
+    """A TOML file's parsed content and text; a `ConfigError` names the file."""
     if not path.exists():
         raise ConfigError("config file not found", file=path)
     if not path.is_file():
@@ -272,11 +276,20 @@ def parse_system(raw: Any, index: int, defaults: Defaults, *, file: Path) -> Sys
     return config
 
 
+def is_experiment(raw: dict) -> bool:
+    """Whether a parsed TOML file is an experiment config (else it may be a codebook)."""
+    return any(key in raw for key in ("systems", "data", "split"))
+
+
 def load_config(path: str | Path, output: str | Path | None = None) -> ExperimentConfig:
     """Read and validate a config file (``output`` overrides the file's ``output``)."""
-
     path = Path(path)
-    raw, text = _read_toml(path)
+    raw, text = read_toml(path)
+    return config_from_toml(path, raw, text, output)
+
+
+def config_from_toml(path: Path, raw: dict, text: str, output: str | Path | None = None) -> ExperimentConfig:
+    """Validate a config file already read (``raw``: its parsed TOML, ``text``: its content)."""
     for key in raw:
         if key not in TOP_KEYS:
             raise ConfigError(f"unknown key {key!r} (allowed: {', '.join(sorted(TOP_KEYS))})", file=path, field=key)

@@ -279,7 +279,7 @@ class Curve:
         todo = [(size, seed) for size in curve.sizes for seed in curve.seeds]
         for i, (size, seed) in enumerate(todo, start=1):
             store = points_dir / f"{slug(size_key(size))}-{seed}.json"
-            context = run_context(cfg, progress=self.progress, log=self.log, seed=seed)
+            context = run_context(cfg, progress=self.progress, log=self.log, seed=seed, train_size=None)
             systems = {a: self.point_system(size, seed, a, context) for a in curve.answers}
             fp = fingerprint(data_fp, {a: s.fingerprint() for a, s in systems.items()}, base_identity, cfg.bootstrap)
             saved = None if self.fresh else load_finished(store, fp)
@@ -339,7 +339,7 @@ class Curve:
         record: dict[str, Any] = {"size": size, "seed": seed, "answers": {}}
         for answer, system in systems.items():
             data = system.training_data(train)
-            preds, stats = system.run(train, test)
+            preds, stats = system.run(data, test)
             metrics = evaluate(cfg.codebook, gold, [p.label for p in preds], n_boot=cfg.bootstrap, seed=cfg.seed)
             record["answers"][answer] = {
                 "metrics": metrics,

@@ -63,7 +63,7 @@ def plan_config(cfg) -> list[SystemPlan]:
         if not isinstance(system, ApiSystem):
             continue
         sc = system.config
-        builder = system.builder(train.docs)
+        builder = system.builder(system.training_data(train).docs)
         reqs = build_requests(test.docs, builder, sc.answer, model=sc.model, base_url=sc.base_url,
                               structured=sc.structured, max_tokens=sc.max_tokens, top_logprobs=sc.top_logprobs)
         tokenizer = system.tokenizer()

@@ -57,3 +57,24 @@ def schema() -> dict[str, Any]:
 
 
 __all__ = ["options_markdown", "schema", "README_START", "README_END"]
+
+
+def update_readme(path) -> bool:
+    """Rewrite the generated block of a README in place; True when it changed
+    (``python -m annotune.experiments.reference README.md``)."""
+    from pathlib import Path
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n\n{options_markdown()}\n{README_END}{tail}"
+    if new != text:
+        path.write_text(new, encoding="utf-8")
+    return new != text
+
+
+if __name__ == "__main__":  # pragma: no cover
+    import sys
+
+    print("updated" if update_readme(sys.argv[1] if len(sys.argv) > 1 else "README.md") else "unchanged")

@@ -41,7 +41,7 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
     """Header and rows of the comparison table; the metric columns come from the task kind in ``results``
     (``TaskKind.table_header``/``table_cells``)."""
     task = get_task(results["task"]["task"]["kind"])
-    header = ["System", "Valid %", *task.table_header(), "docs/s", "seconds"]
+    header = ["System", "Train docs", "Valid %", *task.table_header(), "docs/s", "seconds"]
     costs = any(cost_per_1k_docs(s["stats"]) is not None for s in results["systems"])
     if costs:  # API systems: money next to the local systems' compute time
         header = [*header, "$/1k docs"]
@@ -53,7 +53,8 @@ def table_rows(results: dict) -> tuple[list[str], list[list[str]]]:
         if costs:
             usd = cost_per_1k_docs(st)
             speed.append("–" if usd is None else f"{usd:.4f}" if usd < 0.1 else f"{usd:.2f}")
-        rows.append([s["name"], fmt(m["valid_rate"], True), *task.table_cells(m), *speed])
+        trained = "–" if s.get("train_docs") is None else str(s["train_docs"])
+        rows.append([s["name"], trained, fmt(m["valid_rate"], True), *task.table_cells(m), *speed])
     return header, rows
 
 

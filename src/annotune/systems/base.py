@@ -43,7 +43,12 @@ class SystemConfig(ConfigModel):
     """Keys every ``[[systems]]`` table has."""
 
     name: str = Field(min_length=1, description="Name in the table, results and reports (unique).")
-    type: str = Field(description="System type (prompt, finetuned, tfidf, predictions, api, or a plugin's).")
+    type: str = Field(description="System type (prompt, finetuned, tfidf, embedding, predictions, api, or a "
+                                  "plugin's).")
+    train_size: int | None = Field(None, ge=1, description="Training documents this system learns from (or draws "
+                                                           "few-shot examples from): a seeded stratified subsample "
+                                                           "of the training split (default: the config's "
+                                                           "train_size, else all of it).")
 
     @classmethod
     def inherit(cls, raw: dict[str, Any], defaults: "Defaults") -> dict[str, Any]:
@@ -98,6 +103,7 @@ class RunContext:
     progress: bool = True
     log: Callable[[str], None] = print
     models: ModelPool = field(default_factory=ModelPool)
+    train_size: int | None = None  # the config-wide training-set size
 
 
 class System(ABC):
@@ -116,6 +122,17 @@ class System(ABC):
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def train_size(self) -> int | None:
+        """How many training documents this system sees (None: the whole training split)."""
+        return self.config.train_size or self.context.train_size
+
+    def training_data(self, train: Dataset) -> Dataset:
+        """The seeded stratified subsample of ``train`` this system learns from. Systems of the same size
+        get the same documents: the sample depends only on the split, the size and the seed."""
+        size = self.train_size
+        return train.subsample(size, seed=self.context.seed) if size else train
+
     def fail(self, message: str, key: str, index: int | None = None) -> ConfigError:
         """A `ConfigError` naming this system's field in the config file."""
         where = f"systems[{index}]" if index is not None else f"systems.{self.name}"
@@ -132,7 +149,8 @@ class System(ABC):
 
     @abstractmethod
     def run(self, train: Dataset, test: Dataset) -> tuple[list[Prediction], RunStats]:
-        """Label ``test`` (learning from ``train`` where the system trains)."""
+        """Label ``test``, learning from ``train`` where the system trains (the caller passes
+        `training_data`: the system's own training documents)."""
 
 
 _REGISTRY: dict[str, type[System]] = {}

@@ -23,8 +23,6 @@ class FinetunedConfig(LocalModelConfig):
     type: Literal["finetuned"] = "finetuned"
     max_text_tokens: int | None = Field(None, ge=1, description="Document tokens kept in the prompt (default: "
                                                                 "the fine-tuning max_text_tokens).")
-    train_size: int | None = Field(None, ge=1, description="Seeded stratified subsample of the training split "
-                                                           "(default: all of it).")
     run: str | None = Field(None, min_length=1, description="Run folder (default: under the output folder, "
                                                             "named by a fingerprint).")
     finetune: FineTuneConfig = Field(default_factory=FineTuneConfig,
@@ -63,10 +61,6 @@ class FinetunedSystem(System):
     def preflight(self, index: int) -> dict:
         return model_source_identity(self, index)
 
-    def training_data(self, train):
-        size = self.config.train_size
-        return train.subsample(size, seed=self.context.seed) if size else train
-
     def run_folder(self, data) -> Path:
         from annotune.experiments.fingerprints import fingerprint, slug
 
@@ -74,14 +68,14 @@ class FinetunedSystem(System):
         if cfg.run:
             return Path(cfg.run)
         fp = fingerprint(cfg.model, cfg.finetune.settings(), [d.id for d in data.docs], ctx.codebook.to_dict())
-        return ctx.output / "finetuned" / f"{slug(str(cfg.train_size or 'all'))}-{fp}"
+        return ctx.output / "finetuned" / f"{slug(str(self.train_size or 'all'))}-{fp}"
 
-    def train(self, train, *, resume: bool | None = None, data_file: str | None = None) -> Path:
-        """Fine-tune on (the subsample of) ``train`` unless the run folder is finished; returns it."""
+    def train(self, data, *, resume: bool | None = None, data_file: str | None = None) -> Path:
+        """Fine-tune on ``data`` (the system's training documents) unless the run folder is finished;
+        returns it."""
         from annotune.finetune.trainer import FineTuner, is_run_folder
 
         cfg, ctx = self.config, self.context
-        data = self.training_data(train)
         run = self.run_folder(data)
         if is_run_folder(run) and not resume:
             return run
@@ -104,7 +98,7 @@ class FinetunedSystem(System):
         builder = run_prompt_builder(run, ctx.codebook)
         preds, stats = backend.label(test.docs, builder, cfg.answer, progress=ctx.progress)
         stats.extra["run"] = str(run)
-        stats.extra["train_examples"] = len(self.training_data(train))
+        stats.extra["train_examples"] = len(train)
         stats.extra["train_seconds"] = manifest["training"]["wall_seconds"]
         stats.extra["train_tokens_per_s"] = manifest["training"]["tokens_per_s"]
         return preds, stats

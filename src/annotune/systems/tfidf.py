@@ -11,12 +11,12 @@ from __future__ import annotations
 import time
 from typing import Literal
 
-import numpy as np
 from pydantic import Field
 
 from annotune.backends.base import Prediction, RunStats
 from annotune.codebook import Codebook
 from annotune.systems.base import System, SystemConfig, register_system
+from annotune.systems.questions import fit_predict_questions
 from annotune.data.dataset import Doc
 
 
@@ -49,30 +49,9 @@ class TfidfBaseline:
         vec = self._vectorizer()
         x_train = vec.fit_transform([d.text for d in train])
         x_test = vec.transform([d.text for d in test])
-        task = cb.task
-        targets = [task.option_targets(d.label) for d in train]  # the right option of each question
-        columns = []
-        for q in range(len(task.constrained_questions())):
-            y = [t[q] for t in targets]
-            if len(set(y)) == 1:  # a constant column: predict it with certainty
-                columns.append(([y[0]], np.ones((len(test), 1))))
-                continue
-            clf = self._classifier().fit(x_train, y)
-            columns.append((list(clf.classes_), clf.predict_proba(x_test)))
-        options = [q.options for q in task.constrained_questions()]
-        preds = [self._decide(doc, i, columns, options) for i, doc in enumerate(test)]
-        stats = RunStats(docs=len(test), seconds=time.perf_counter() - started)
-        return preds, stats
-
-    def _decide(self, doc: Doc, i: int, columns, options: list[tuple[str, ...]]) -> Prediction:
-        """Align each question's class probabilities with its constrained answer options and decide
-        exactly as the LLM `constrained` mode does."""
-        task = self.codebook.task
-        option_probs = []
-        for values, (classes, p) in zip(options, columns):
-            option_probs.append(np.array([p[i][classes.index(v)] if v in classes else 0.0 for v in values]))
-        label, conf, probs = task.decide(option_probs)
-        return Prediction(doc.id, task.answer_text(label), label, conf, probs)
+        preds = fit_predict_questions(cb, x_train, [d.label for d in train], x_test, [d.id for d in test],
+                                      self._classifier)
+        return preds, RunStats(docs=len(test), seconds=time.perf_counter() - started)
 
 
 class TfidfConfig(SystemConfig):
