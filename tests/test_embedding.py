@@ -26,7 +26,6 @@ from test_compare import (
     write_csv,
 )
 
-pytest.importorskip("sentence_transformers")
 
 
 def project(tmp_path: Path, systems: str, *, codebook: str = SINGLE_CODEBOOK, records=None, extra: str = "") -> Path:
@@ -119,5 +118,34 @@ def test_a_missing_encoder_is_named(tmp_path):
     cfg = load_config(project(tmp_path, '[[systems]]\nname = "e"\ntype = "embedding"\nmodel = "./no-such-encoder"\n'))
     (system,) = build_systems(cfg, run_context(cfg))
     with pytest.raises(ConfigError) as err:
+        system.preflight(1)
+    assert err.value.field == "systems[1].model"
+
+
+# ---------------------------------------------------------------------------- setfit
+
+@pytest.mark.parametrize("codebook", [SINGLE_CODEBOOK, MULTI_CODEBOOK, DIMENSIONS_CODEBOOK])
+def test_setfit_trains_once_and_reloads_with_identical_predictions(tmp_path, codebook):
+    records = {SINGLE_CODEBOOK: None, MULTI_CODEBOOK: multi_records(), DIMENSIONS_CODEBOOK: dimensions_records()}[codebook]
+    table = '[[systems]]\nname = "sf"\ntype = "setfit"\nmax_steps = 3\nbatch_size = 4\nmax_text_tokens = 32\n'
+    cfg = load_config(project(tmp_path, table, codebook=codebook, records=records), tmp_path / "out")
+    (system,) = build_systems(cfg, run_context(cfg, progress=False, log=lambda m: None))
+    system.preflight(1)
+    train, test = split_data(cfg, cfg.load_data())
+    data = system.training_data(train)
+    first, stats = system.run(data, test)
+    folder = Path(stats.extra["run"])
+    assert (folder / "annotune-setfit.json").exists() and folder.parent == tmp_path / "out" / "setfit"
+    mtime = (folder / "annotune-setfit.json").stat().st_mtime_ns
+    again, _ = system.run(data, test)  # loads the run folder back: no training, same answers
+    assert (folder / "annotune-setfit.json").stat().st_mtime_ns == mtime
+    assert [(p.label, p.probs) for p in again] == [(p.label, p.probs) for p in first]
+    assert [p.id for p in first] == test.ids and all(p.label is not None for p in first)
+
+
+def test_setfit_refuses_a_decoder_naming_the_field(tmp_path, tiny_model_dir):
+    cfg = load_config(project(tmp_path, f'[[systems]]\nname = "sf"\ntype = "setfit"\nmodel = "{tiny_model_dir}"\n'))
+    (system,) = build_systems(cfg, run_context(cfg))
+    with pytest.raises(ConfigError, match="needs an encoder") as err:
         system.preflight(1)
     assert err.value.field == "systems[1].model"

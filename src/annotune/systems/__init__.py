@@ -1,6 +1,6 @@
 """System types: one module each, registered by type name (see `annotune.systems.base`)."""
 
-from annotune.systems import api, embedding, finetuned, predictions, prompt, tfidf  # noqa: F401 - registers
+from annotune.systems import api, embedding, finetuned, predictions, prompt, setfit_system, tfidf  # noqa: F401
 from annotune.systems.base import (
     RunContext,
     System,
