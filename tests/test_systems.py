@@ -36,6 +36,8 @@ def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str) -> dict[s
         "tfidf": 'type = "tfidf"\nC = 2.0',
         "predictions": f'type = "predictions"\npath = "{preds.name}"',
         "api": f'type = "api"\nbase_url = "{base_url}"\nmodel = "tiny"\nprice = 0\nmax_tokens = 4\nshots = 1',
+        "embedding": 'type = "embedding"\nmodel = "minilm"\nC = 1.0\nmax_text_tokens = 32',
+        "setfit": 'type = "setfit"\nmax_steps = 2\nbatch_size = 4\nmax_text_tokens = 32',
     }
 
 
@@ -47,7 +49,7 @@ def project(tmp_path: Path, systems: str) -> Path:
     return cfg
 
 
-BUILT_IN = ("prompt", "finetuned", "tfidf", "predictions", "api")
+BUILT_IN = tuple(system_types())  # every registered type: a new built-in needs a table in `system_tables`
 
 
 @pytest.fixture
