@@ -43,7 +43,8 @@ class EmbeddingConfig(SystemConfig):
     dtype: Dtype = Field("fp32", description="Encoder precision: fp32, bf16, fp16 or auto.")
     C: float | None = Field(None, gt=0, description="Inverse regularisation of the logistic regression (default: "
                                                     "chosen by cross-validation on the training documents).")
-    cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation that chooses C.")
+    cv_folds: int = Field(5, ge=2, description="Folds of the cross-validation that chooses C (among 7 values "
+                                               "from 0.001 to 10, by log-loss).")
 
     def resolve_paths(self, base: Path) -> None:
         self.model = resolve_model(self.model, base)
@@ -150,8 +151,9 @@ class EmbeddingCache:
 
 
 def logistic_regression(C: float | None, folds: int, seed: int):
-    """Standardised features + logistic regression; C by stratified cross-validation when not given (with
-    fewer documents per class than folds, as many folds as the rarest class allows, else C = 1)."""
+    """Standardised features + logistic regression; C by stratified cross-validation (log-loss, 7 values from
+    0.001 to 10) when not given; with fewer documents per class than folds, as many folds as the rarest class
+    allows, else C = 1. Sized for dimension tasks: 46 questions on 1,900 documents fit in about a minute."""
     from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
@@ -163,8 +165,8 @@ def logistic_regression(C: float | None, folds: int, seed: int):
             if C is None and k >= 2:
                 params = _cv_params()
                 options = {k: v for k, v in (("use_legacy_attributes", False), ("l1_ratios", (0.0,))) if k in params}
-                clf = LogisticRegressionCV(Cs=np.logspace(-4, 2, 13), cv=k, max_iter=3000, random_state=seed,
-                                           scoring="neg_log_loss", **options)
+                clf = LogisticRegressionCV(Cs=np.logspace(-3, 1, 7), cv=k, max_iter=3000, tol=1e-3,
+                                           random_state=seed, scoring="neg_log_loss", **options)
             else:
                 clf = LogisticRegression(C=C or 1.0, max_iter=3000, random_state=seed)
             self.pipeline = make_pipeline(StandardScaler(), clf).fit(x, y)

@@ -26,6 +26,8 @@ from annotune.errors import AnnotuneError, ConfigError
 from annotune.systems.base import System, SystemConfig, register_system
 
 MANIFEST = "annotune-setfit.json"
+MINILM_BYTES = 90_868_376  # all-MiniLM-L6-v2's model.safetensors
+SECONDS_PER_STEP_MINILM = 2.7  # bench/encoders.py, 2026-12-02: 100 steps in 266 s
 
 
 class SetfitConfig(SystemConfig):
@@ -43,6 +45,27 @@ class SetfitConfig(SystemConfig):
         self.model = resolve_model(self.model, base)
         if self.run:
             self.run = str(base / self.run) if not Path(self.run).is_absolute() else self.run
+
+
+def _progress(enabled: bool):
+    """A step bar with ETA (library progress bars are silenced in annotune's output)."""
+    from transformers import TrainerCallback
+
+    class Progress(TrainerCallback):
+        bar = None
+
+        def on_train_begin(self, args, state, control, **kw):
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=state.max_steps, desc="setfit", unit="step", disable=not enabled)
+
+        def on_step_end(self, args, state, control, **kw):
+            self.bar.update(state.global_step - self.bar.n)
+
+        def on_train_end(self, args, state, control, **kw):
+            self.bar.close()
+
+    return Progress()
 
 
 def _is_decoder(path: str) -> bool:
@@ -87,6 +110,13 @@ class SetfitSystem(System):
                          ctx.seed, [d.id for d in train.docs], ctx.codebook.to_dict())
         return ctx.output / "setfit" / f"{slug(str(self.train_size or 'all'))}-{fp}"
 
+    def estimate_seconds(self, path: str) -> float:
+        """Rough training time on a 2-core CPU, from the encoder's size and the step budget (measured:
+        all-MiniLM-L6-v2, 100 steps of 16 pairs at 128 tokens, 2.7 s a step)."""
+        weights = sum(p.stat().st_size for p in Path(path).glob("*.safetensors")) or MINILM_BYTES
+        tokens = self.config.batch_size * 2 * self.config.max_text_tokens
+        return self.config.max_steps * SECONDS_PER_STEP_MINILM * (weights / MINILM_BYTES) * tokens / (16 * 2 * 128)
+
     def _pair_labels(self, docs) -> list[str]:
         """One class per distinct answer to all the task's questions (pairs are positive within a class)."""
         task = self.context.codebook.task
@@ -96,6 +126,7 @@ class SetfitSystem(System):
         """Fine-tune unless the run folder holds a finished model; returns the folder."""
         from datasets import Dataset as HFDataset
         from setfit import SetFitModel, Trainer, TrainingArguments
+        from setfit import logging as setfit_logging
 
         from annotune.backends.models import encoder_path
 
@@ -103,16 +134,20 @@ class SetfitSystem(System):
         folder = self.run_folder(train)
         if (folder / MANIFEST).exists():
             return folder
+        setfit_logging.set_verbosity_error()  # annotune says what happens; the progress bar shows the ETA
         model = SetFitModel.from_pretrained(encoder_path(cfg.model))
         model.model_body.max_seq_length = cfg.max_text_tokens
         data = HFDataset.from_dict({"text": [d.text for d in train.docs], "label": self._pair_labels(train.docs)})
         args = TrainingArguments(batch_size=cfg.batch_size, num_epochs=1, max_steps=cfg.max_steps,
                                  body_learning_rate=cfg.learning_rate, seed=ctx.seed, report_to="none",
-                                 show_progress_bar=ctx.progress)
+                                 show_progress_bar=ctx.progress, logging_strategy="no")
         ctx.log(f"{self.name}: contrastive fine-tuning of {cfg.model} on {len(train)} documents, {cfg.max_steps} "
-                f"steps of {cfg.batch_size} pairs → {folder}")
+                f"steps of {cfg.batch_size} pairs (about {self.estimate_seconds(encoder_path(cfg.model)) / 60:.0f} "
+                f"min on a 2-core CPU) → {folder}")
         started = time.time()
-        Trainer(model=model, args=args, train_dataset=data).train()
+        trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[_progress(ctx.progress)])
+        # only the encoder: the head is annotune's per-question regression, fitted at labelling time
+        trainer.train_embeddings(*trainer.dataset_to_parameters(data), args=args)
         seconds = time.time() - started
         model.save_pretrained(str(folder))
         (folder / MANIFEST).write_text(json.dumps({"train_docs": len(train), "train_seconds": round(seconds, 2),
