@@ -13,6 +13,8 @@ fine-tuned embeddings, so every task kind is handled and every label gets a prob
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import time
 from pathlib import Path
 from typing import Literal
@@ -138,16 +140,21 @@ class SetfitSystem(System):
         model = SetFitModel.from_pretrained(encoder_path(cfg.model))
         model.model_body.max_seq_length = cfg.max_text_tokens
         data = HFDataset.from_dict({"text": [d.text for d in train.docs], "label": self._pair_labels(train.docs)})
-        args = TrainingArguments(batch_size=cfg.batch_size, num_epochs=1, max_steps=cfg.max_steps,
-                                 body_learning_rate=cfg.learning_rate, seed=ctx.seed, report_to="none",
-                                 show_progress_bar=ctx.progress, logging_strategy="no")
+        scratch = Path(tempfile.mkdtemp(prefix="annotune-setfit-"))  # the library's own checkpoints: not kept
+        args = TrainingArguments(output_dir=str(scratch), save_strategy="no", batch_size=cfg.batch_size,
+                                 num_epochs=1, max_steps=cfg.max_steps, body_learning_rate=cfg.learning_rate,
+                                 seed=ctx.seed, report_to="none", show_progress_bar=ctx.progress,
+                                 logging_strategy="no")
         ctx.log(f"{self.name}: contrastive fine-tuning of {cfg.model} on {len(train)} documents, {cfg.max_steps} "
                 f"steps of {cfg.batch_size} pairs (about {self.estimate_seconds(encoder_path(cfg.model)) / 60:.0f} "
                 f"min on a 2-core CPU) → {folder}")
         started = time.time()
         trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[_progress(ctx.progress)])
         # only the encoder: the head is annotune's per-question regression, fitted at labelling time
-        trainer.train_embeddings(*trainer.dataset_to_parameters(data), args=args)
+        try:
+            trainer.train_embeddings(*trainer.dataset_to_parameters(data), args=args)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         seconds = time.time() - started
         model.save_pretrained(str(folder))
         (folder / MANIFEST).write_text(json.dumps({"train_docs": len(train), "train_seconds": round(seconds, 2),
