@@ -86,6 +86,12 @@ def test_system_contract(stype, tmp_path, tiny_model_dir, served_tiny_model):
     assert [p.id for p in preds] == [d.id for d in test.docs]
     assert all(p.label is None or p.label in cfg.codebook.label_names for p in preds)
     assert stats.as_dict()["docs"] == len(test)
+    # the methods paragraph's wording comes from the type, from what results.json stores
+    from annotune.experiments.compare import system_record
+
+    record = system_record(system, "fp", preds, stats, {}, train)
+    words = type(system).describe(json.loads(json.dumps(record, default=str)))
+    assert isinstance(words, str) and words and ("“s”" in words or stype in ("tfidf", "predictions"))
     # settings are in the fingerprint: another value gives another fingerprint
     changed = system.config.model_copy(update={"name": "other"})
     assert type(system)(changed, system.context).fingerprint(identity) != fp

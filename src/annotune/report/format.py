@@ -21,7 +21,6 @@ def _primary_names() -> dict[str, str]:
 
 
 PRIMARY_NAMES = _primary_names()  # the kinds registered at import; `primary_name` also sees later plug-ins
-ANSWER_WORDS = {"generate": "free generation", "constrained": "constrained answering"}
 DEFAULT_MODEL = "smollm2"  # what a local system runs when neither it nor the config names a model
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 MISSING = "–"
@@ -108,12 +107,14 @@ def plural(n: int, word: str) -> str:
 
 def model_name(spec: str | None) -> str:
     """A readable name for a model spec: the embedded model's real name, a folder's name, a hub id."""
-    from annotune.backends.models import EMBEDDED_ALIASES
+    from annotune.backends.models import EMBEDDED_ALIASES, EMBEDDED_ENCODER_ALIASES
 
     if not spec:
         return f"the default model ({DEFAULT_MODEL_NAME})"
     if spec.strip().lower() in EMBEDDED_ALIASES:
         return DEFAULT_MODEL_NAME
+    if spec.strip().lower() in EMBEDDED_ENCODER_ALIASES:
+        return "all-MiniLM-L6-v2"
     path = Path(spec)
     if path.is_absolute() or spec.startswith((".", "~")):
         return path.name or spec
@@ -142,7 +143,7 @@ def md_cell(x: Any) -> str:
     return str(x).replace("|", "\\|").replace("\n", " ")
 
 
-__all__ = ["PRIMARY_NAMES", "ANSWER_WORDS", "DEFAULT_MODEL", "DEFAULT_MODEL_NAME", "primary_name",
+__all__ = ["PRIMARY_NAMES", "DEFAULT_MODEL", "DEFAULT_MODEL_NAME", "primary_name",
            "results_task", "primary_key", "curve_matches", "fixed",
            "percent", "ci_text", "number", "size_label", "slug", "join_words", "plural", "model_name",
            "system_model", "hardware_words", "md_cell"]

@@ -3,8 +3,8 @@ learning curve under ``results["curve"]``), ready to paste into a paper."""
 
 from __future__ import annotations
 
-from annotune.report.format import (ANSWER_WORDS, ci_text, curve_matches, hardware_words, join_words, model_name,
-                                    plural, primary_key, primary_name, results_task, system_model)
+from annotune.report.format import (ci_text, curve_matches, hardware_words, join_words, model_name,
+                                    plural, primary_key, primary_name, results_task)
 
 
 def _lora_words(params: dict) -> str:
@@ -23,29 +23,11 @@ def _lora_words(params: dict) -> str:
 
 
 def _system_words(s: dict) -> str:
-    spec = s.get("spec", {})
-    stype = spec.get("type", "prompt")
-    answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
-    if stype == "prompt":
-        shots = int(spec.get("shots", 0))
-        shot_words = "zero-shot" if shots == 0 else f"{shots}-shot"
-        return f"{system_model(spec)} prompted {shot_words} with {answer} (“{s['name']}”)"
-    if stype == "finetuned":
-        size = spec.get("train_size")
-        n = s.get("stats", {}).get("train_examples")
-        data = f"{n:,} training documents" if n else (f"{size:,} training documents" if size else "the training split")
-        return f"{system_model(spec)} fine-tuned on {data}, answering by {answer} (“{s['name']}”)"
-    if stype == "api":
-        shots = int(spec.get("shots", 0))
-        shot_words = "zero-shot" if shots == 0 else f"{shots}-shot"
-        return (f"{spec.get('model', s['name'])} through its API, prompted {shot_words} with {answer} "
-                f"(“{s['name']}”)")
-    if stype == "tfidf":
-        return f"a TF-IDF + logistic-regression baseline (C = {spec.get('C', 10.0)}) trained on the training split"
-    if stype == "predictions":
-        cost = s.get("stats", {}).get("cost_usd")
-        return (f"labels produced by {s['name']} (read from a file{f', costing ${cost:.2f}' if cost else ''})")
-    return s["name"]
+    """The system's own wording (`System.describe`), by its registered type."""
+    from annotune.systems import system_types
+
+    cls = system_types().get(s.get("type") or s.get("spec", {}).get("type", "prompt"))
+    return cls.describe(s) if cls is not None else f"“{s['name']}”"
 
 
 def methods_paragraph(results: dict) -> str:

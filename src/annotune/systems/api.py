@@ -14,7 +14,7 @@ from annotune.backends.api.client import ApiBackend, retry_summary
 from annotune.backends.api.pricing import Price, resolve_price
 from annotune.config import resolve_path
 from annotune.errors import ConfigError
-from annotune.systems.base import System, SystemConfig, register_system
+from annotune.systems.base import ANSWER_WORDS, System, SystemConfig, register_system, shot_words
 from annotune.systems.local import Answer
 from annotune.tasks.prompts import PromptBuilder
 
@@ -69,6 +69,14 @@ class ApiConfig(SystemConfig):
 class ApiSystem(System):
     type = "api"
     config_class = ApiConfig
+
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        spec = record.get("spec", {})
+        answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
+        return (f"{spec.get('model', record['name'])} through its API, prompted {shot_words(spec)} with {answer} "
+                f"(“{record['name']}”)")
 
     def price(self, index: int | None = None) -> Price | None:
         cfg, ctx = self.config, self.context

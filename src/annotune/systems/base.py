@@ -138,6 +138,12 @@ class System(ABC):
         where = f"systems[{index}]" if index is not None else f"systems.{self.name}"
         return ConfigError(message, file=self.context.source, field=f"{where}.{key}")
 
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        """How a methods paragraph names this system, from its stored record in results.json (``name``,
+        ``spec``: its settings, ``stats``, ``train_docs``)."""
+        return f"“{record['name']}”"
+
     def preflight(self, index: int) -> Any:
         """Check, before any system runs, what this one needs (files, model names, keys); return what
         identifies its inputs beyond its settings (e.g. a model's weights), for the fingerprint."""
@@ -179,6 +185,26 @@ def get_system_class(name: str) -> type[System]:
     if name not in types:
         raise KeyError(name)
     return types[name]
+
+
+def trained_on(record: dict) -> str:
+    """``1,891 training documents`` (or ``the training split`` for records that do not say)."""
+    n = record.get("train_docs") or record.get("stats", {}).get("train_examples")
+    return f"{n:,} training documents" if n else "the training split"
+
+
+def readable_model(spec: dict) -> str:
+    from annotune.report.format import system_model
+
+    return system_model(spec)
+
+
+ANSWER_WORDS = {"generate": "free generation", "constrained": "constrained answering"}
+
+
+def shot_words(spec: dict) -> str:
+    shots = int(spec.get("shots", 0))
+    return "zero-shot" if shots == 0 else f"{shots}-shot"
 
 
 def file_identity(path: Path) -> str:

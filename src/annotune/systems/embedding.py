@@ -22,7 +22,7 @@ from pydantic import Field
 from annotune.backends.base import RunStats
 from annotune.config import resolve_model
 from annotune.errors import AnnotuneError, ConfigError
-from annotune.systems.base import System, SystemConfig, register_system
+from annotune.systems.base import System, SystemConfig, readable_model, register_system, trained_on
 from annotune.systems.local import Dtype
 from annotune.systems.questions import fit_predict_questions
 
@@ -194,6 +194,14 @@ class EmbeddingSystem(System):
     type = "embedding"
     config_class = EmbeddingConfig
     trains = True
+
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        spec = record.get("spec", {})
+        return (f"frozen {readable_model({'model': spec.get('model', DEFAULT_ENCODER)})} embeddings with a "
+                f"logistic regression (C chosen by cross-validation) trained on {trained_on(record)} "
+                f"(“{record['name']}”)")
 
     def preflight(self, index: int) -> dict:
         try:

@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from annotune.config import resolve_path
 from annotune.finetune.config import FineTuneConfig
-from annotune.systems.base import Defaults, System, register_system
+from annotune.systems.base import ANSWER_WORDS, Defaults, System, readable_model, register_system, trained_on
 from annotune.systems.local import LocalModelConfig, model_source_identity
 
 
@@ -57,6 +57,14 @@ class FinetunedSystem(System):
     type = "finetuned"
     config_class = FinetunedConfig
     trains = True
+
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        spec = record.get("spec", {})
+        answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
+        return (f"{readable_model(spec)} fine-tuned with LoRA on {trained_on(record)}, answering by {answer} "
+                f"(“{record['name']}”)")
 
     def preflight(self, index: int) -> dict:
         return model_source_identity(self, index)

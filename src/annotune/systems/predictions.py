@@ -33,6 +33,12 @@ class PredictionsSystem(System):
     type = "predictions"
     config_class = PredictionsConfig
 
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        cost = record.get("stats", {}).get("cost_usd")
+        return f"labels produced by {record['name']} (read from a file{f', costing ${cost:.2f}' if cost else ''})"
+
     def preflight(self, index: int) -> str:
         path = Path(self.config.path)
         if not path.is_file():

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from annotune.systems.base import System, register_system
+from annotune.systems.base import ANSWER_WORDS, System, readable_model, register_system, shot_words
 from annotune.systems.local import LocalModelConfig, model_source_identity
 
 
@@ -24,6 +24,13 @@ class PromptSystem(System):
 
     type = "prompt"
     config_class = PromptConfig
+
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        spec = record.get("spec", {})
+        answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
+        return f"{readable_model(spec)} prompted {shot_words(spec)} with {answer} (“{record['name']}”)"
 
     def preflight(self, index: int) -> dict:
         return model_source_identity(self, index)

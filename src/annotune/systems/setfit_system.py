@@ -25,7 +25,7 @@ from pydantic import Field
 from annotune.backends.base import RunStats
 from annotune.config import resolve_model
 from annotune.errors import AnnotuneError, ConfigError
-from annotune.systems.base import System, SystemConfig, register_system
+from annotune.systems.base import System, SystemConfig, readable_model, register_system, trained_on
 
 MANIFEST = "annotune-setfit.json"
 MINILM_BYTES = 90_868_376  # all-MiniLM-L6-v2's model.safetensors
@@ -83,6 +83,14 @@ class SetfitSystem(System):
     type = "setfit"
     config_class = SetfitConfig
     trains = True
+
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        spec = record.get("spec", {})
+        return (f"SetFit on {readable_model({'model': spec.get('model', 'minilm')})} ({spec.get('max_steps', 100)} "
+                f"contrastive steps of {spec.get('batch_size', 16)} pairs, then a logistic regression) trained on "
+                f"{trained_on(record)} (“{record['name']}”)")
 
     def preflight(self, index: int) -> dict:
         from annotune.backends.models import encoder_path, resolve_model as resolve

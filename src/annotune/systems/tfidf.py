@@ -15,7 +15,7 @@ from pydantic import Field
 
 from annotune.backends.base import Prediction, RunStats
 from annotune.codebook import Codebook
-from annotune.systems.base import System, SystemConfig, register_system
+from annotune.systems.base import System, SystemConfig, register_system, trained_on
 from annotune.systems.questions import fit_predict_questions
 from annotune.data.dataset import Doc
 
@@ -66,6 +66,12 @@ class TfidfSystem(System):
     type = "tfidf"
     config_class = TfidfConfig
     trains = True
+
+
+    @classmethod
+    def describe(cls, record: dict) -> str:
+        C = record.get("spec", {}).get("C", 10.0)
+        return f"a TF-IDF + logistic-regression baseline (C = {C}) trained on {trained_on(record)}"
 
     def run(self, train, test):
         ctx = self.context
