@@ -324,7 +324,8 @@ def test_points_hold_metrics_training_and_predictions(curve_run):
             assert point["size"] == size and point["seed"] == seed and point["n_train"] == size
             assert len(point["fingerprint"]) == 16
             assert point["train_ids_sha256"] == fingerprint([d.id for d in train.subsample(size, seed=seed)])
-            assert set(point["answers"]) == {"generate", "constrained"}
+            # the fine-tuned answer modes, and the trained reference (TF-IDF) on the same subsample
+            assert set(point["answers"]) == {"generate", "constrained", "tf-idf"}
             for answer in point["answers"].values():
                 assert answer["metrics"]["n"] == len(test) == 20
                 assert [p["id"] for p in answer["predictions"]] == [d.id for d in test.docs]
@@ -347,12 +348,16 @@ def test_curve_json_table_and_report(curve_run):
         rows = curve["answers"][answer]["rows"]
         assert [(r["size"], r["seeds"]) for r in rows] == [(6, [1, 2]), (12, [1, 2])]
         assert len(curve["answers"][answer]["matches"]) == 2
+    # the trained reference is a line of its own, learning from each point's subsample
+    assert curve["curve"]["trained_systems"] == ["tf-idf"]
+    tfidf = curve["answers"]["tf-idf"]["rows"]
+    assert [(r["size"], r["n_train"], r["seeds"]) for r in tfidf] == [(6, 6, [1, 2]), (12, 12, [1, 2])]
     assert len(curve["points"]) == 4 and "predictions" not in curve["points"][0]["answers"]["generate"]
     results = json.loads((out / "results.json").read_text())  # the references, as `compare` writes them
     assert [s["name"] for s in results["systems"]] == ["tf-idf", "tiny zero-shot constrained"]
     assert curve["data"]["test_ids_sha256"] == results["data"]["test_ids_sha256"]
     stdout = curve_run["resumed"].stdout
-    assert "learning curve, fine-tuned, generate answers" in stdout and "Mean macro-F1 [95% CI]" in stdout
+    assert "learning curve, fine-tuned (generate answers)" in stdout and "Mean macro-F1 [95% CI]" in stdout
     assert "vs tf-idf (1.000)" in stdout
     assert (out / "report.html").exists() and (out / "figures" / "learning-curve.png").exists()
 

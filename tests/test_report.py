@@ -471,7 +471,8 @@ def test_report_renders_in_headless_chromium(report_folder, tmp_path):
     assert state["sections"] == ["summary", "comparison", "confusion", "per-class", "learning-curve", "cost",
                                  "manifest", "methods"]
     assert state["comparisonRows"] == 3 and state["confusion"] == 3 and state["curve"] == 1
-    assert state["curveTables"] == 2  # per-size table and matches table
+    # per line (fine-tuned, and the trained reference run at every size): a per-size and a matches table
+    assert state["curveTables"] == 4
     assert "seeded stratified subsamples" in state["methods"]
     assert state["title"] == "annotune report — report-demo"
     assert all(r.startswith("data:") for r in state["resources"]), state["resources"]  # nothing from outside

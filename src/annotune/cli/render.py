@@ -24,11 +24,11 @@ def print_results_table(results: dict) -> None:
 def print_curve_table(curve: dict) -> None:
     """One table per answer mode (mean over seeds with its interval, per size), then where the fine-tuned
     model matches each reference."""
-    from annotune.report.format import PRIMARY_NAMES, ci_text as _ci, size_label as _size_label
+    from annotune.report.format import PRIMARY_NAMES, line_label, ci_text as _ci, size_label as _size_label
 
     primary = PRIMARY_NAMES.get(curve["primary"], curve["primary"])
     for answer, block in curve["answers"].items():
-        table = Table(title=escape(f"{curve['name']} — learning curve, fine-tuned, {answer} answers, "
+        table = Table(title=escape(f"{curve['name']} — learning curve, {line_label(curve, answer)}, "
                                    f"{curve['data']['test']} test documents"))
         for i, h in enumerate(["Train docs", "Seeds", f"Mean {primary} [95% CI]", "SD", "Per seed", "Valid %",
                                "Train s"]):

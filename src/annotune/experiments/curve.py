@@ -58,7 +58,7 @@ from annotune.evaluation.metrics import evaluate
 from annotune.experiments.compare import Comparison, load_finished, run_context, split_data, write_atomic
 from annotune.experiments.config import CurveConfig, ExperimentConfig, parse_system
 from annotune.experiments.fingerprints import data_fingerprint, fingerprint, model_identity, slug
-from annotune.systems.base import Defaults
+from annotune.systems.base import Defaults, system_types
 from annotune.systems.finetuned import FinetunedSystem
 from annotune.tasks.labels import label_from_json, label_to_json
 
@@ -227,6 +227,19 @@ class Curve:
     def base_model(self) -> str:
         return self.curve.model or self.cfg.model.name
 
+    def trained_references(self) -> list:
+        """The reference systems that learn from labelled documents (other than fine-tuning, which the
+        points are): each is also run at every size × seed, so the curve shows them side by side."""
+        types = system_types()
+        names = set(self.reference_names())
+        return [s for s in self.cfg.systems
+                if s.name in names and types[s.type].trains and not issubclass(types[s.type], FinetunedSystem)]
+
+    def trained_reference(self, config, size: int | str, context):
+        """A trained reference system learning from the point's subsample."""
+        sized = config.model_copy(update={"train_size": None if size == "all" else int(size)})
+        return system_types()[config.type](sized, context)
+
     def point_system(self, size: int | str, seed: int, answer: str, context) -> FinetunedSystem:
         """The fine-tuned system a point is: the config's [finetune] with the point's seed, the point's
         subsample, and the [model] settings that apply to inference."""
@@ -262,6 +275,8 @@ class Curve:
             raise ConfigError(getattr(exc, "message", str(exc)), file=cfg.source, field="curve.model") from None
         self.check_sizes()
         refs = self.reference_names()
+        trained = self.trained_references()
+        lines = [*curve.answers, *(ref.name for ref in trained)]
         self.log(f"curve: {len(refs)} reference system(s), then {len(curve.sizes)} sizes × {len(curve.seeds)} "
                  f"seeds of LoRA on {self.base_model()}")
         results = Comparison(cfg, progress=self.progress, fresh=self.fresh, log=self.log, systems=refs).run()
@@ -281,6 +296,7 @@ class Curve:
             store = points_dir / f"{slug(size_key(size))}-{seed}.json"
             context = run_context(cfg, progress=self.progress, log=self.log, seed=seed, train_size=None)
             systems = {a: self.point_system(size, seed, a, context) for a in curve.answers}
+            systems.update({ref.name: self.trained_reference(ref, size, context) for ref in trained})
             fp = fingerprint(data_fp, {a: s.fingerprint() for a, s in systems.items()}, base_identity, cfg.bootstrap)
             saved = None if self.fresh else load_finished(store, fp)
             if saved is not None:
@@ -307,12 +323,12 @@ class Curve:
         for p in points:
             for a in p["answers"].values():
                 a["labels"] = [label_from_json(x["label"], cfg.codebook) for x in a["predictions"]]
-        agg = aggregate(cfg.codebook, gold, points, ref_labels, answers=curve.answers, n_boot=cfg.bootstrap,
+        agg = aggregate(cfg.codebook, gold, points, ref_labels, answers=lines, n_boot=cfg.bootstrap,
                         seed=cfg.seed, ref_metrics=ref_metrics)
         out = {
             "name": cfg.name,
             "config": str(cfg.source),
-            "curve": curve.settings() | {"answers": curve.answers},
+            "curve": curve.settings() | {"answers": curve.answers, "trained_systems": [r.name for r in trained]},
             "base_model": self.base_model(),
             "finetune": dict(cfg.finetune),
             "primary": cfg.codebook.task.primary_metric,
@@ -347,9 +363,10 @@ class Curve:
                 "predictions": [{"id": p.id, "raw": p.raw, "label": label_to_json(p.label), "error": p.error}
                                 for p in preds],
             }
-            record["n_train"] = len(data)
-            record["train_ids_sha256"] = fingerprint([d.id for d in data.docs])
-            record["run"] = str(system.run_folder(data))
+            if isinstance(system, FinetunedSystem):
+                record["n_train"] = len(data)
+                record["train_ids_sha256"] = fingerprint([d.id for d in data.docs])
+                record["run"] = str(system.run_folder(data))
         manifest = json.loads((Path(record["run"]) / "manifest.json").read_text(encoding="utf-8"))
         training = manifest["training"]
         record["training"] = {

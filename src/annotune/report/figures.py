@@ -10,7 +10,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
-from annotune.report.format import primary_name, results_task, size_label, slug
+from annotune.report.format import line_label, primary_name, results_task, size_label, slug
 
 
 @dataclass
@@ -124,10 +124,10 @@ def curve_figure(curve: dict) -> Figure:
             continue
         c = colours[k % len(colours)]
         x = [r["n_train"] for r in rows]
-        ax.plot(x, [r["mean"] for r in rows], "-o", color=c, lw=2, ms=5, label=f"fine-tuned, {answer} (mean of seeds)")
+        ax.plot(x, [r["mean"] for r in rows], "-o", color=c, lw=2, ms=5, label=f"{line_label(curve, answer)} (mean of seeds)")
         if all(r.get("ci") for r in rows):
             ax.fill_between(x, [r["ci"][0] for r in rows], [r["ci"][1] for r in rows], color=c, alpha=0.18, lw=0,
-                            label=f"95 % CI ({answer}, bootstrap over test documents)")
+                            label=f"95 % CI ({line_label(curve, answer)}, bootstrap over test documents)")
         xs = [r["n_train"] for r in rows for _ in r["values"]]
         ys = [v for r in rows for v in r["values"]]
         ax.scatter(xs, ys, s=14, color=c, alpha=0.55, marker="x", zorder=3)

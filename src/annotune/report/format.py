@@ -51,7 +51,16 @@ def curve_matches(curve: dict | None) -> Iterator[tuple[str, dict, dict, dict | 
     curve was compared with (nothing without a curve)."""
     for answer, block in (curve["answers"].items() if curve else ()):
         for mt in block["matches"]:
-            yield answer, block, mt, mt.get("by_mean"), mt.get("by_ci")
+            if mt["reference"] != answer:  # a trained reference's own line against itself says nothing
+                yield answer, block, mt, mt.get("by_mean"), mt.get("by_ci")
+
+
+def line_label(curve: dict, answer: str) -> str:
+    """What a learning-curve line is: ``fine-tuned (generate answers)``, or a trained reference system that
+    was also run at every size (``“tf-idf + logistic regression”``)."""
+    if answer in ((curve.get("curve") or {}).get("trained_systems") or []):
+        return f"“{answer}”"
+    return f"fine-tuned ({answer} answers)"
 
 
 def fixed(x: Any, digits: int = 3) -> str:
@@ -145,5 +154,5 @@ def md_cell(x: Any) -> str:
 
 __all__ = ["PRIMARY_NAMES", "DEFAULT_MODEL", "DEFAULT_MODEL_NAME", "primary_name",
            "results_task", "primary_key", "curve_matches", "fixed",
-           "percent", "ci_text", "number", "size_label", "slug", "join_words", "plural", "model_name",
+           "percent", "ci_text", "line_label", "number", "size_label", "slug", "join_words", "plural", "model_name",
            "system_model", "hardware_words", "md_cell"]

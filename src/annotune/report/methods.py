@@ -3,7 +3,7 @@ learning curve under ``results["curve"]``), ready to paste into a paper."""
 
 from __future__ import annotations
 
-from annotune.report.format import (ci_text, curve_matches, hardware_words, join_words, model_name,
+from annotune.report.format import (ci_text, curve_matches, hardware_words, join_words, line_label, model_name,
                                     plural, primary_key, primary_name, results_task)
 
 
@@ -87,12 +87,12 @@ def methods_paragraph(results: dict) -> str:
                    "percentile bootstrap interval over test documents.")
         for answer, _, mt, bm, bc in curve_matches(curve):
             if not bm:
-                out.append(f"The fine-tuned model ({answer} answers) did not reach {mt['reference']} ({pname} "
+                out.append(f"{line_label(curve, answer)[0].upper()}{line_label(curve, answer)[1:]} did not reach {mt['reference']} ({pname} "
                            f"{mt['reference_value']:.3f}) at any size tried.")
                 continue
             later = (f"; its 95 % interval lay entirely above the reference from {bc['n_train']:,} documents."
                      if bc else "; at no size tried did its 95 % interval lie entirely above the reference.")
-            out.append(f"The smallest training set at which the fine-tuned model ({answer} answers) matched "
+            out.append(f"The smallest training set at which {line_label(curve, answer)} matched "
                        f"{mt['reference']} ({pname} {mt['reference_value']:.3f}) on average was {bm['n_train']:,} "
                        f"documents (mean {ci_text(bm['mean'], bm.get('ci'))}){later}")
     n_boot = (curve or {}).get("n_boot")

@@ -13,8 +13,8 @@ from typing import ClassVar
 
 from annotune.report.figures import (Figure, confusion_figure, curve_figure, per_class_figure,
                                      throughput_figure)
-from annotune.report.format import (ci_text, curve_matches, fixed, hardware_words, model_name, number, percent,
-                                    plural, primary_key, primary_name, results_task, size_label)
+from annotune.report.format import (ci_text, curve_matches, fixed, hardware_words, line_label, model_name, number,
+                                    percent, plural, primary_key, primary_name, results_task, size_label)
 from annotune.report.methods import methods_paragraph
 
 
@@ -102,14 +102,14 @@ def summary_section(results: dict) -> Section:
     for answer, block, mt, bm, bc in curve_matches(results.get("curve")):
         ref = f"{mt['reference']} ({mt['reference_value']:.3f})"
         if bm:
-            text = (f"Fine-tuned ({answer}) reaches {ref} on average from "
+            text = (f"{line_label(results['curve'], answer)} reaches {ref} on average from "
                     f"{size_label(bm['size'], bm['n_train'])} labelled documents ({pname} "
                     f"{ci_text(bm['mean'], bm.get('ci'))})")
             text += (f"; with its 95 % interval above it from {size_label(bc['size'], bc['n_train'])}."
                      if bc else "; its 95 % interval never lies entirely above it.")
         else:
             largest = block["rows"][-1] if block["rows"] else None
-            text = f"Fine-tuned ({answer}) does not reach {ref} at any size tried"
+            text = f"{line_label(results['curve'], answer)} does not reach {ref} at any size tried"
             text += (f" (largest: {size_label(largest['size'], largest['n_train'])} documents, "
                      f"{ci_text(largest['mean'], largest.get('ci'))})." if largest else ".")
         items.append(text)
@@ -180,7 +180,7 @@ def curve_section(results: dict) -> Section:
                  fixed(r.get("sd")), f"[{r['seed_ci'][0]:.3f}, {r['seed_ci'][1]:.3f}]" if r.get("seed_ci") else "–",
                  ", ".join(f"{v:.3f}" for v in r["values"]), percent(r.get("valid_rate")),
                  number(r.get("train_seconds")), number(r.get("train_tokens_per_s"), 0)] for r in block["rows"]]
-        sec.add(Heading(f"Fine-tuned, {answer} answers"), Table(header, rows))
+        sec.add(Heading(line_label(curve, answer)), Table(header, rows))
         if block["matches"]:
             sec.add(Table(["Reference", f"Reference {primary} [95% CI]", "Smallest size: mean ≥ reference",
                            f"Mean {primary} [95% CI] there", "Difference [95% CI]",
