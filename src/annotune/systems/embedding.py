@@ -195,7 +195,6 @@ class EmbeddingSystem(System):
     config_class = EmbeddingConfig
     trains = True
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})

@@ -58,7 +58,6 @@ class FinetunedSystem(System):
     config_class = FinetunedConfig
     trains = True
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})

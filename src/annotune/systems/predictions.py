@@ -33,7 +33,6 @@ class PredictionsSystem(System):
     type = "predictions"
     config_class = PredictionsConfig
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         cost = record.get("stats", {}).get("cost_usd")

@@ -25,7 +25,6 @@ class PromptSystem(System):
     type = "prompt"
     config_class = PromptConfig
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})

@@ -84,7 +84,6 @@ class SetfitSystem(System):
     config_class = SetfitConfig
     trains = True
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})

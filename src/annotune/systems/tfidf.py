@@ -67,7 +67,6 @@ class TfidfSystem(System):
     config_class = TfidfConfig
     trains = True
 
-
     @classmethod
     def describe(cls, record: dict) -> str:
         C = record.get("spec", {}).get("C", 10.0)
