@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -20,6 +20,8 @@ from annotune.errors import ConfigError
 
 DEFAULT_MODEL = "smollm2"  # the embedded SmolLM2-135M-Instruct (annotune.backends.models)
 ANSWER_MODES = ("generate", "constrained")
+Answer = Literal["generate", "constrained"]
+Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]  # backends.models.parse_dtype
 
 M = TypeVar("M", bound="ConfigModel")
 
@@ -113,7 +115,7 @@ def resolve_path(value: str | Path, base: Path) -> Path:
     return path if path.is_absolute() else base / path
 
 
-def resolve_model(value: str, base: Path) -> str:
+def resolve_model_path(value: str, base: Path) -> str:
     """A model named in a config: a path relative to the config's folder when it is one (an existing
     file or folder there, or a value that looks like a path); names and hub ids as they are."""
     path = Path(value).expanduser()
@@ -127,4 +129,4 @@ def resolve_model(value: str, base: Path) -> str:
 
 
 __all__ = ["ConfigModel", "ConfigError", "DEFAULT_MODEL", "ANSWER_MODES", "config_error", "resolve_path",
-           "resolve_model"]
+           "resolve_model_path", "Answer", "Dtype"]

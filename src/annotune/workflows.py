@@ -47,7 +47,6 @@ def finetune(cfg: ExperimentConfig | str | Path, *, system: str | None = None, r
     from annotune.experiments.compare import run_context, split_data
     from annotune.experiments.config import parse_system
     from annotune.finetune.trainer import is_run_folder
-    from annotune.systems.base import Defaults
     from annotune.systems.finetuned import FinetunedConfig, FinetunedSystem
 
     cfg = _config(cfg)
@@ -59,8 +58,7 @@ def finetune(cfg: ExperimentConfig | str | Path, *, system: str | None = None, r
     if candidates:
         config = candidates[0]
     else:
-        defaults = Defaults(model=cfg.model.settings(), finetune=cfg.finetune, seed=cfg.seed)
-        config = parse_system({"name": "finetune", "type": "finetuned"}, 1, defaults, file=cfg.source)
+        config = parse_system({"name": "finetune", "type": "finetuned"}, 1, cfg.defaults(), file=cfg.source)
     if run is not None:
         config = config.model_copy(update={"run": str(run)})
     target = FinetunedSystem(config, run_context(cfg, progress=progress, log=log))

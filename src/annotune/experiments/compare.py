@@ -45,17 +45,12 @@ def split_data(cfg: ExperimentConfig, dataset: Dataset) -> tuple[Dataset, Datase
     return train, test
 
 
-_CONFIG_TRAIN_SIZE = object()
-
-
 def run_context(cfg: ExperimentConfig, *, progress: bool = True, log: Callable[[str], None] = print,
-                models: ModelPool | None = None, seed: int | None = None,
-                train_size: Any = _CONFIG_TRAIN_SIZE) -> RunContext:
-    """What the systems of ``cfg`` run with (``seed``/``train_size`` override the config's)."""
+                models: ModelPool | None = None, seed: int | None = None) -> RunContext:
+    """What the systems of ``cfg`` run with (``seed`` overrides the config's)."""
     return RunContext(codebook=cfg.codebook, seed=cfg.seed if seed is None else seed, output=Path(cfg.output),
                       base_dir=cfg.base_dir, source=cfg.source, progress=progress, log=log,
-                      models=models or ModelPool(),
-                      train_size=cfg.train_size if train_size is _CONFIG_TRAIN_SIZE else train_size)
+                      models=models or ModelPool(), train_size=cfg.train_size)
 
 
 def system_record(system: System, fp: str, preds, stats, metrics: dict, train: Dataset) -> dict:

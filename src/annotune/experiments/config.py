@@ -15,13 +15,12 @@ from typing import Annotated, Any, Literal
 from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, field_validator, model_validator
 
 from annotune.codebook import Codebook, normalise
-from annotune.config import ANSWER_MODES, DEFAULT_MODEL, ConfigModel, config_error, resolve_model, resolve_path
+from annotune.config import (ANSWER_MODES, DEFAULT_MODEL, ConfigModel, Dtype, config_error, resolve_model_path,
+                             resolve_path)
 from annotune.errors import ConfigError
 from annotune.experiments.fingerprints import slug
 from annotune.finetune.config import FineTuneConfig
 from annotune.systems.base import Defaults, System, SystemConfig, system_types
-
-Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
 
 
 class DataConfig(ConfigModel):
@@ -158,6 +157,10 @@ class ExperimentConfig(ConfigModel):
     def n_boot(self) -> int:
         return self.bootstrap
 
+    def defaults(self, seed: int | None = None) -> Defaults:
+        """What systems parsed for this config inherit: [model], [finetune] and the seed (or ``seed``)."""
+        return Defaults(model=self.model.settings(), finetune=self.finetune, seed=self.seed if seed is None else seed)
+
     def finetune_config(self, overrides: dict[str, Any] | None = None, *, where: str = "finetune") -> FineTuneConfig:
         return FineTuneConfig.parse({"seed": self.seed, **self.finetune, **(overrides or {})}, file=self.source,
                                     where=where)
@@ -181,7 +184,7 @@ class ExperimentConfig(ConfigModel):
             raws = changes.get("systems")
             if raws is None:  # re-derive the existing systems from their settings
                 raws = [s.settings() for s in self.systems]
-            defaults = Defaults(model=new.model.settings(), finetune=new.finetune, seed=new.seed)
+            defaults = new.defaults()
             systems = [s if isinstance(s, SystemConfig) else parse_system(s, i, defaults, file=self.source)
                        for i, s in enumerate(raws, start=1)]
             _check_names(systems, self.source)
@@ -319,9 +322,9 @@ def config_from_toml(path: Path, raw: dict, text: str, output: str | Path | None
     parsed = [parse_system(s, i, defaults, file=path) for i, s in enumerate(systems, start=1)]
     _check_names(parsed, path)
     if "model" in sections:
-        sections["model"].name = resolve_model(sections["model"].name, path.parent)
+        sections["model"].name = resolve_model_path(sections["model"].name, path.parent)
     if "curve" in sections and sections["curve"].model:
-        sections["curve"].model = resolve_model(sections["curve"].model, path.parent)
+        sections["curve"].model = resolve_model_path(sections["curve"].model, path.parent)
     name = raw.get("name", path.stem)
     if output is not None:
         out = Path(output)

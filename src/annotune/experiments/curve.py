@@ -45,6 +45,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+from dataclasses import replace
 import time
 from pathlib import Path
 from typing import Any
@@ -58,7 +59,7 @@ from annotune.evaluation.metrics import evaluate
 from annotune.experiments.compare import Comparison, load_finished, run_context, split_data, write_atomic
 from annotune.experiments.config import CurveConfig, ExperimentConfig, parse_system
 from annotune.experiments.fingerprints import data_fingerprint, fingerprint, model_identity, slug
-from annotune.systems.base import Defaults, system_types
+from annotune.systems.base import system_types
 from annotune.systems.finetuned import FinetunedSystem
 from annotune.tasks.labels import label_from_json, label_to_json
 
@@ -247,9 +248,7 @@ class Curve:
                                "model": self.base_model(), "answer": answer, "finetune": {"seed": seed}}
         if size != "all":
             raw["train_size"] = int(size)
-        cfg = self.cfg
-        defaults = Defaults(model=cfg.model.settings(), finetune=cfg.finetune, seed=seed)
-        config = parse_system(raw, 1, defaults, file=cfg.source)
+        config = parse_system(raw, 1, self.cfg.defaults(seed), file=self.cfg.source)
         return FinetunedSystem(config, context)
 
     def check_sizes(self) -> None:
@@ -294,7 +293,8 @@ class Curve:
         todo = [(size, seed) for size in curve.sizes for seed in curve.seeds]
         for i, (size, seed) in enumerate(todo, start=1):
             store = points_dir / f"{slug(size_key(size))}-{seed}.json"
-            context = run_context(cfg, progress=self.progress, log=self.log, seed=seed, train_size=None)
+            # a point's size is its own: the config-wide train_size does not apply
+            context = replace(run_context(cfg, progress=self.progress, log=self.log, seed=seed), train_size=None)
             systems = {a: self.point_system(size, seed, a, context) for a in curve.answers}
             systems.update({ref.name: self.trained_reference(ref, size, context) for ref in trained})
             fp = fingerprint(data_fp, {a: s.fingerprint() for a, s in systems.items()}, base_identity, cfg.bootstrap)

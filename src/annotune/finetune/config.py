@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, model_validator
 
-from annotune.config import ConfigModel
+from annotune.config import ConfigModel, Dtype
 
 
 class FineTuneConfig(ConfigModel):
@@ -36,7 +36,7 @@ class FineTuneConfig(ConfigModel):
     max_dev: int = Field(64, ge=0, description="At most this many dev examples (0: no dev split).")
     short_prompt: bool = Field(True, description="Train with label names only (no definitions).")
     seed: int = Field(0, description="Seed of the dev split, LoRA initialisation and data order.")
-    dtype: Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"] = Field(
+    dtype: Dtype = Field(
         "auto", description="bf16 autocast where the CPU/GPU supports it, fp32 otherwise.")
     qlora: bool = Field(False, description="4-bit base weights through bitsandbytes (CUDA only).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models on small GPUs).")

@@ -12,11 +12,10 @@ from pydantic import Field, field_validator
 from annotune.backends.api.cache import endpoint_id
 from annotune.backends.api.client import ApiBackend, retry_summary
 from annotune.backends.api.pricing import Price, resolve_price
-from annotune.config import resolve_path
+from annotune.config import Answer, resolve_path
 from annotune.errors import ConfigError
-from annotune.systems.base import ANSWER_WORDS, System, SystemConfig, register_system, shot_words
-from annotune.systems.local import Answer
-from annotune.tasks.prompts import PromptBuilder
+from annotune.systems.base import System, SystemConfig, answer_words, register_system, shot_words
+from annotune.tasks.prompts import PromptBuilder, few_shot_builder
 
 
 class ApiConfig(SystemConfig):
@@ -73,8 +72,8 @@ class ApiSystem(System):
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})
-        answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
-        return (f"{spec.get('model', record['name'])} through its API, prompted {shot_words(spec)} with {answer} "
+        return (f"{spec.get('model', record['name'])} through its API, prompted {shot_words(spec)} with "
+                f"{answer_words(spec)} "
                 f"(“{record['name']}”)")
 
     def price(self, index: int | None = None) -> Price | None:
@@ -123,11 +122,9 @@ class ApiSystem(System):
             budget_tokenizer=self.tokenizer() if cfg.budget_usd is not None else None, log=ctx.log)
 
     def builder(self, train_docs: list) -> PromptBuilder:
-        from annotune.tasks.prompts import draw_examples
-
         cfg, ctx = self.config, self.context
-        examples = draw_examples(train_docs, ctx.codebook, cfg.shots, ctx.seed)
-        return PromptBuilder(ctx.codebook, examples, example_chars=cfg.example_chars, definitions=cfg.definitions)
+        return few_shot_builder(ctx.codebook, train_docs, cfg.shots, ctx.seed, example_chars=cfg.example_chars,
+                                definitions=cfg.definitions)
 
     def run(self, train, test):
         backend = self.backend()

@@ -202,6 +202,12 @@ def readable_model(spec: dict) -> str:
 ANSWER_WORDS = {"generate": "free generation", "constrained": "constrained answering"}
 
 
+def answer_words(spec: dict) -> str:
+    """``free generation`` / ``constrained answering`` for a stored spec's answer mode."""
+    answer = spec.get("answer", "generate")
+    return ANSWER_WORDS.get(answer, answer)
+
+
 def shot_words(spec: dict) -> str:
     shots = int(spec.get("shots", 0))
     return "zero-shot" if shots == 0 else f"{shots}-shot"

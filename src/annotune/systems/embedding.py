@@ -11,6 +11,7 @@ tasks are one-vs-rest and dimension tasks one classifier per dimension; every la
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import time
 from pathlib import Path
@@ -20,10 +21,9 @@ import numpy as np
 from pydantic import Field
 
 from annotune.backends.base import RunStats
-from annotune.config import resolve_model
+from annotune.config import Dtype, resolve_model_path
 from annotune.errors import AnnotuneError, ConfigError
 from annotune.systems.base import System, SystemConfig, readable_model, register_system, trained_on
-from annotune.systems.local import Dtype
 from annotune.systems.questions import fit_predict_questions
 
 DEFAULT_ENCODER = "minilm"
@@ -47,7 +47,7 @@ class EmbeddingConfig(SystemConfig):
                                                "from 0.001 to 10, by log-loss).")
 
     def resolve_paths(self, base: Path) -> None:
-        self.model = resolve_model(self.model, base)
+        self.model = resolve_model_path(self.model, base)
 
 
 class _Encoder:
@@ -179,12 +179,13 @@ def logistic_regression(C: float | None, folds: int, seed: int):
     return Classifier
 
 
-def _cv_params() -> set[str]:
+@functools.cache
+def _cv_params() -> frozenset[str]:
     import inspect
 
     from sklearn.linear_model import LogisticRegressionCV
 
-    return set(inspect.signature(LogisticRegressionCV).parameters)
+    return frozenset(inspect.signature(LogisticRegressionCV).parameters)
 
 
 @register_system
@@ -206,7 +207,7 @@ class EmbeddingSystem(System):
         try:
             return _Encoder(self.config).identity()
         except AnnotuneError as exc:
-            raise ConfigError(exc.format(), file=self.context.source, field=f"systems[{index}].model") from None
+            raise self.fail(exc.format(), "model", index) from None
 
     def run(self, train, test):
         from annotune.experiments.fingerprints import fingerprint

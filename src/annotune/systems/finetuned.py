@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from annotune.config import resolve_path
 from annotune.finetune.config import FineTuneConfig
-from annotune.systems.base import ANSWER_WORDS, Defaults, System, readable_model, register_system, trained_on
+from annotune.systems.base import Defaults, System, answer_words, readable_model, register_system, trained_on
 from annotune.systems.local import LocalModelConfig, model_source_identity
 
 
@@ -61,9 +61,8 @@ class FinetunedSystem(System):
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})
-        answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
-        return (f"{readable_model(spec)} fine-tuned with LoRA on {trained_on(record)}, answering by {answer} "
-                f"(“{record['name']}”)")
+        return (f"{readable_model(spec)} fine-tuned with LoRA on {trained_on(record)}, answering by "
+                f"{answer_words(spec)} (“{record['name']}”)")
 
     def preflight(self, index: int) -> dict:
         return model_source_identity(self, index)

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 from pydantic import Field
 
-from annotune.config import DEFAULT_MODEL, resolve_model
-from annotune.errors import AnnotuneError, ConfigError
+from annotune.config import DEFAULT_MODEL, Answer, Dtype, resolve_model_path
+from annotune.errors import AnnotuneError
 from annotune.systems.base import Defaults, SystemConfig
-
-Dtype = Literal["auto", "bf16", "bfloat16", "fp16", "float16", "fp32", "float32"]
-Answer = Literal["generate", "constrained"]
 
 
 class LocalModelConfig(SystemConfig):
@@ -39,7 +36,7 @@ class LocalModelConfig(SystemConfig):
         return out
 
     def resolve_paths(self, base: Path) -> None:
-        self.model = resolve_model(self.model, base)
+        self.model = resolve_model_path(self.model, base)
 
 
 def model_source_identity(system, index: int) -> dict:
@@ -50,7 +47,7 @@ def model_source_identity(system, index: int) -> dict:
     try:
         source = resolve(system.config.model)
     except AnnotuneError as exc:
-        raise ConfigError(exc.format(), file=system.context.source, field=f"systems[{index}].model") from None
+        raise system.fail(exc.format(), "model", index) from None
     return model_identity(source)
 
 

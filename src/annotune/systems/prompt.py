@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from annotune.systems.base import ANSWER_WORDS, System, readable_model, register_system, shot_words
+from annotune.systems.base import System, answer_words, readable_model, register_system, shot_words
 from annotune.systems.local import LocalModelConfig, model_source_identity
 
 
@@ -28,22 +28,20 @@ class PromptSystem(System):
     @classmethod
     def describe(cls, record: dict) -> str:
         spec = record.get("spec", {})
-        answer = ANSWER_WORDS.get(spec.get("answer", "generate"), spec.get("answer"))
-        return f"{readable_model(spec)} prompted {shot_words(spec)} with {answer} (“{record['name']}”)"
+        return f"{readable_model(spec)} prompted {shot_words(spec)} with {answer_words(spec)} (“{record['name']}”)"
 
     def preflight(self, index: int) -> dict:
         return model_source_identity(self, index)
 
     def run(self, train, test):
         from annotune.backends.local import LocalBackend
-        from annotune.tasks.prompts import PromptBuilder, draw_examples
+        from annotune.tasks.prompts import few_shot_builder
 
         cfg, ctx = self.config, self.context
         loaded = ctx.models.get(cfg.model, cfg.dtype, seed=ctx.seed)
         backend = LocalBackend(loaded=loaded, batch_size=cfg.batch_size, max_text_tokens=cfg.max_text_tokens,
                                max_new_tokens=cfg.max_new_tokens)
-        examples = draw_examples(train.docs, ctx.codebook, cfg.shots, ctx.seed)
-        builder = PromptBuilder(ctx.codebook, examples, example_chars=cfg.example_chars)
+        builder = few_shot_builder(ctx.codebook, train.docs, cfg.shots, ctx.seed, example_chars=cfg.example_chars)
         preds, stats = backend.label(test.docs, builder, cfg.answer, progress=ctx.progress)
-        stats.extra["examples"] = [d.id for d in examples]
+        stats.extra["examples"] = [d.id for d in builder.examples]
         return preds, stats

@@ -23,7 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from annotune.backends.base import RunStats
-from annotune.config import resolve_model
+from annotune.config import resolve_model_path, resolve_path
 from annotune.errors import AnnotuneError, ConfigError
 from annotune.systems.base import System, SystemConfig, readable_model, register_system, trained_on
 
@@ -44,9 +44,9 @@ class SetfitConfig(SystemConfig):
                                                             "by a fingerprint).")
 
     def resolve_paths(self, base: Path) -> None:
-        self.model = resolve_model(self.model, base)
+        self.model = resolve_model_path(self.model, base)
         if self.run:
-            self.run = str(base / self.run) if not Path(self.run).is_absolute() else self.run
+            self.run = str(resolve_path(self.run, base))
 
 
 def _progress(enabled: bool):
@@ -144,7 +144,8 @@ class SetfitSystem(System):
         if (folder / MANIFEST).exists():
             return folder
         setfit_logging.set_verbosity_error()  # annotune says what happens; the progress bar shows the ETA
-        model = SetFitModel.from_pretrained(encoder_path(cfg.model))
+        encoder = encoder_path(cfg.model)
+        model = SetFitModel.from_pretrained(encoder)
         model.model_body.max_seq_length = cfg.max_text_tokens
         data = HFDataset.from_dict({"text": [d.text for d in train.docs], "label": self._pair_labels(train.docs)})
         scratch = Path(tempfile.mkdtemp(prefix="annotune-setfit-"))  # the library's own checkpoints: not kept
@@ -153,7 +154,7 @@ class SetfitSystem(System):
                                  seed=ctx.seed, report_to="none", show_progress_bar=ctx.progress,
                                  logging_strategy="no")
         ctx.log(f"{self.name}: contrastive fine-tuning of {cfg.model} on {len(train)} documents, {cfg.max_steps} "
-                f"steps of {cfg.batch_size} pairs (about {self.estimate_seconds(encoder_path(cfg.model)) / 60:.0f} "
+                f"steps of {cfg.batch_size} pairs (about {self.estimate_seconds(encoder) / 60:.0f} "
                 f"min on a 2-core CPU) → {folder}")
         started = time.time()
         trainer = Trainer(model=model, args=args, train_dataset=data, callbacks=[_progress(ctx.progress)])
@@ -171,10 +172,11 @@ class SetfitSystem(System):
     def run(self, train, test):
         from setfit import SetFitModel
 
-        from annotune.systems.embedding import logistic_regression
+        from annotune.systems.embedding import EmbeddingConfig, logistic_regression
         from annotune.systems.questions import fit_predict_questions
 
         ctx = self.context
+        folds = EmbeddingConfig.model_fields["cv_folds"].default  # the embedding system's head
         folder = self.train(train)
         manifest = json.loads((folder / MANIFEST).read_text())
         model = SetFitModel.from_pretrained(str(folder))
@@ -185,7 +187,7 @@ class SetfitSystem(System):
             return np.asarray(model.encode([d.text for d in docs], show_progress_bar=False), dtype=np.float32)
 
         preds = fit_predict_questions(ctx.codebook, encode(train.docs), [d.label for d in train.docs],
-                                      encode(test.docs), test.ids, logistic_regression(None, 5, ctx.seed))
+                                      encode(test.docs), test.ids, logistic_regression(None, folds, ctx.seed))
         stats = RunStats(docs=len(test), seconds=time.perf_counter() - started)
         stats.extra.update({"run": str(folder), "train_seconds": manifest["train_seconds"]})
         return preds, stats

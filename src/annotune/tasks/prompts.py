@@ -25,8 +25,8 @@ from annotune.tasks.base import Question
 from annotune.tasks.dimensions import NONE_VALUE, absent_value, dimension_values
 
 __all__ = ["NONE_VALUE", "PromptBuilder", "PromptParts", "Question", "absent_value", "answer_format",
-           "constrained_questions", "dimension_values", "draw_examples", "end_of_turn", "main_question",
-           "render_chat", "system_prompt"]
+           "few_shot_builder", "constrained_questions", "dimension_values", "draw_examples", "end_of_turn",
+           "main_question", "render_chat", "system_prompt"]
 
 _DOC_MARK = "\x00ANNOTUNE_DOC\x00"
 _QUESTION_MARK = "\x00ANNOTUNE_QUESTION\x00"
@@ -166,3 +166,11 @@ def end_of_turn(tokenizer) -> str:
         except Exception:  # templates that reject an assistant turn at the end
             pass
     return tokenizer.eos_token or ""
+
+
+def few_shot_builder(codebook: Codebook, train: list[Doc], shots: int, seed: int, *, example_chars: int = 1500,
+                     definitions: bool = True) -> PromptBuilder:
+    """The prompt of a prompted system: ``shots`` seeded, label-balanced examples from ``train`` (its
+    ``examples`` say which)."""
+    return PromptBuilder(codebook, draw_examples(train, codebook, shots, seed), example_chars=example_chars,
+                         definitions=definitions)
