@@ -647,3 +647,22 @@ def test_comparison_api_without_cli(tmp_path):
 
     table = markdown_table(results)
     assert table.splitlines()[0].startswith("| System | Train docs | Valid %") and "| t | 21 | 100.0 |" in table
+
+
+def test_a_system_that_gives_one_answer_to_everything_is_flagged(tmp_path, monkeypatch):
+    """The collapse warning reaches the console, results.json and the report."""
+    monkeypatch.chdir(tmp_path)
+    records = single_records()
+    write_csv(tmp_path / "data.csv", records)
+    (tmp_path / "codebook.toml").write_text(SINGLE_CODEBOOK, encoding="utf-8")
+    (tmp_path / "one.jsonl").write_text("".join(json.dumps({"id": r["id"], "label": "sport"}) + "\n"
+                                                for r in records), encoding="utf-8")
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(config_text("codebook.toml", '[[systems]]\nname = "one"\ntype = "predictions"\npath = "one.jsonl"\n'
+                                                '\n[[systems]]\nname = "tf-idf"\ntype = "tfidf"\n'), encoding="utf-8")
+    result = invoke("compare", cfg)
+    assert "WARNING one: collapse: the same answer (sport) for 100% of the documents" in result.stderr
+    one, tfidf = load_results(tmp_path / "runs" / "demo")["systems"]
+    assert one["metrics"]["warnings"] and tfidf["metrics"]["warnings"] == []
+    report = (tmp_path / "runs" / "demo" / "report.md").read_text(encoding="utf-8")
+    assert "Warnings" in report and "one: collapse" in report

@@ -177,6 +177,13 @@ def test_dimensions_hand_computed():
     assert r["per_dimension"]["B"]["presence_f1"] == pytest.approx(1.0)
     assert r["per_dimension"]["C"]["support"] == 1
     assert len(r["presence_micro_f1_ci"]) == 2 and len(r["intensity_micro_f1_ci"]) == 2
+    # the seed paper's accI: cells whose intensity (absent included) is right = (2 + 2 + 0 + 3) / 12
+    assert r["accI"] == pytest.approx(7 / 12)
+    # per-dimension intensity F1: A 1 of 2 predicted pairs right, 2 gold -> 1/2; B 0; C 1
+    assert [r["per_dimension"][d]["intensity_f1"] for d in "ABC"] == pytest.approx([0.5, 0.0, 1.0])
+    # predicting nothing scores accD 8/12 here: this system's 2/3 is no better, and the result says so
+    assert r["accD_predict_nothing"] == pytest.approx(2 / 3)
+    assert any("predicting no dimension" in w for w in r["warnings"])
     assert_plain_json(r)
 
 
@@ -395,3 +402,24 @@ def test_rethinking_scale_gpt4_numbers():
     nothing = evaluate(cb, gold, [{} for _ in gold], n_boot=0)
     assert round(nothing["accD"], 3) == 0.920
     assert nothing["presence_micro_f1"] == 0.0 and nothing["intensity_micro_f1"] == 0.0
+
+
+# --------------------------------------------------------------------------- warnings
+def test_a_collapse_to_one_answer_is_a_warning_for_every_kind():
+    gold = ["a", "b", "c"] * 8
+    r = evaluate(SINGLE, gold, ["b"] * 23 + ["c"], n_boot=0)
+    assert len(r["warnings"]) == 1 and r["warnings"][0].startswith("collapse: the same answer (b) for 96%")
+    assert evaluate(SINGLE, gold, gold, n_boot=0)["warnings"] == []
+    # a test set of one label is not a collapse when the system predicts it
+    assert evaluate(SINGLE, ["b"] * 24, ["b"] * 24, n_boot=0)["warnings"] == []
+    multi = evaluate(MULTI, [(g,) for g in ["x", "y", "z"] * 8], [("y",)] * 24, n_boot=0)
+    assert any(w.startswith("collapse") for w in multi["warnings"])
+    dims = evaluate(DIMS, [{"A": "low"}, {"B": "high"}, {}] * 8, [{}] * 24, n_boot=0)
+    assert any(w.startswith("collapse") for w in dims["warnings"])
+
+
+def test_kappa_near_zero_is_a_warning():
+    gold = ["a", "b"] * 12
+    pred = ["a", "a", "b", "b"] * 6  # right half of the time: chance agreement
+    r = evaluate(SINGLE, gold, pred, n_boot=0)
+    assert abs(r["kappa"]) < 0.05 and any(w.startswith("κ = 0.00") for w in r["warnings"])

@@ -66,6 +66,11 @@ def test_run_folder_holds_adapter_tokenizer_codebook_manifest(trained_run, tiny_
     assert m["data"]["dev"] == 2 and m["resolved"]["steps"] == 4  # 14 training examples / batch 4, one epoch
     assert m["training"]["resumed_from_step"] is None
     assert json.loads((trained_run / "codebook.json").read_text())["task"]["kind"] == "single"
+    # the dev documents were labelled (constrained) at every evaluation; the best state was kept
+    dev = m["training"]["dev"]
+    assert dev["history"] and all("dev_macro_f1" in point and "warnings" in point for point in dev["history"])
+    assert dev["best"]["dev_macro_f1"] == max(point["dev_macro_f1"] for point in dev["history"])
+    assert not (trained_run / "dev-best.pt").exists()
 
 
 def test_loading_a_run_folder_back_needs_only_the_folder(trained_run):

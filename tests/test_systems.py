@@ -38,6 +38,8 @@ def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str) -> dict[s
         "api": f'type = "api"\nbase_url = "{base_url}"\nmodel = "tiny"\nprice = 0\nmax_tokens = 4\nshots = 1',
         "embedding": 'type = "embedding"\nmodel = "minilm"\nC = 1.0\nmax_text_tokens = 32',
         "setfit": 'type = "setfit"\nmax_steps = 2\nbatch_size = 4\nmax_text_tokens = 32',
+        "head": (f'type = "head"\nmodel = "{tiny_model_dir}"\ndtype = "fp32"\nepochs = 1\nbatch_size = 4\n'
+                 "max_text_tokens = 32\nr = 4"),
     }
 
 

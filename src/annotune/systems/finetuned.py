@@ -107,4 +107,6 @@ class FinetunedSystem(System):
         stats.extra["train_examples"] = len(train)
         stats.extra["train_seconds"] = manifest["training"]["wall_seconds"]
         stats.extra["train_tokens_per_s"] = manifest["training"]["tokens_per_s"]
+        if manifest["training"].get("dev"):  # the dev evaluations during training, the best one kept
+            stats.extra["dev"] = manifest["training"]["dev"]
         return preds, stats

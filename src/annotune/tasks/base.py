@@ -20,6 +20,7 @@ A new kind is one module with a `TaskKind` subclass plus a `register_task` call 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -83,6 +84,23 @@ class CellReader(Protocol):
         """A short description of a value for error messages."""
 
 
+COLLAPSE_SHARE = 0.95  # one answer for this share of the documents is a collapse …
+COLLAPSE_MIN_DOCS = 20  # … when there are this many documents to judge from
+KAPPA_NEAR_ZERO = 0.05  # |Cohen's κ| below this: no better than chance
+
+
+def _hashable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ("\0dict", tuple(sorted(value.items())))
+    return value
+
+
+def _unhashable(value: Any) -> Any:
+    if isinstance(value, tuple) and len(value) == 2 and value[0] == "\0dict":
+        return dict(value[1])
+    return value
+
+
 class TaskKind(ABC):
     """One task kind. Subclasses set the class attributes and implement the abstract methods."""
 
@@ -101,6 +119,8 @@ class TaskKind(ABC):
     per_item_metric: ClassVar[str] = "F1"  # its display name
     constrained_words: ClassVar[str] = ""  # how constrained answering asks, for a methods paragraph
     max_new_tokens: ClassVar[int] = 64  # generation budget of a `generate` answer
+    threshold_option: ClassVar[int | None] = None  # the option of every constrained question whose weight a
+    # classifier may tune on dev data (multi: "yes", dimensions: absent); None: argmax only
     data_format: ClassVar[str] = ""  # what one label cell of a data file looks like (error messages)
     empty_label_hint: ClassVar[str] = ""  # how to write "no label" where that is a valid label value
 
@@ -195,7 +215,25 @@ class TaskKind(ABC):
     def evaluate(self, gold: list, pred: list, *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:
         """Score predictions (None = INVALID) against gold; see `annotune.evaluation.metrics`."""
         n = check_inputs(gold, pred, n_boot, ci)
-        return self.metrics(gold, pred, n, n_boot=n_boot, seed=seed, ci=ci)
+        res = self.metrics(gold, pred, n, n_boot=n_boot, seed=seed, ci=ci)
+        res["warnings"] = self.warnings(gold, pred, res)
+        return res
+
+    def warnings(self, gold: list, pred: list, metrics: dict) -> list[str]:
+        """What a user must not miss about these predictions: here, a collapse to (nearly) one answer for
+        every document while the gold labels vary. Kinds add their own (κ ≈ 0, below predicting nothing)."""
+        valid = [_hashable(p) for p in pred if p is not None]
+        if len(gold) < COLLAPSE_MIN_DOCS or not valid:
+            return []
+        top, count = Counter(valid).most_common(1)[0]
+        share, gold_share = count / len(pred), Counter(map(_hashable, gold)).most_common(1)[0][1] / len(gold)
+        if share < COLLAPSE_SHARE or gold_share >= COLLAPSE_SHARE:
+            return []
+        shown = self.answer_text(self.label_from_json(_unhashable(top)))
+        return [f"collapse: the same answer ({shown}) for {share:.0%} of the documents, while no gold answer covers "
+                f"more than {gold_share:.0%}. The model learned the label prior, not the texts: train longer or "
+                "with a different learning rate, check the training labels' balance, or use type = \"head\" / "
+                "\"embedding\" (a classifier on the model's representations)"]
 
     @abstractmethod
     def metrics(self, gold: list, pred: list, n: int, *, n_boot: int, seed: int, ci: float) -> dict:

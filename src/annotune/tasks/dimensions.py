@@ -154,10 +154,11 @@ class DimensionsTask(TaskKind):
     per_item_score_key = "presence_f1"
     per_item_metric = "presence F1"
     constrained_words = ", with a question per dimension"
+    threshold_option = 0
     max_new_tokens = 384
     table_columns = (("Presence µF1", "presence_micro_f1", False),
                      ("Intensity µF1 [95% CI]", "intensity_micro_f1", True),
-                     ("accD", "accD", False), ("Jaccard", "jaccard", False))
+                     ("accD", "accD", False), ("accI", "accI", False), ("Jaccard", "jaccard", False))
     empty_label_hint = ", or write {} for a text with no dimensions"
     data_format = 'kind \'dimensions\' expects a JSON object {dimension: value}, e.g. {"happiness": "high"}'
 
@@ -336,6 +337,8 @@ class DimensionsTask(TaskKind):
 
         correct_cells = (Gp == Pp).sum(1)
         correct_cells[~valid] = 0  # an INVALID document is wrong on every dimension
+        correct_intensity = (G == Pm).sum(1)  # absent counts as a value, as in the seed paper's accI
+        correct_intensity[~valid] = 0
         exact = (G == Pm).all(axis=1) & valid
 
         res = M.common_fields("dimensions", n, valid, "intensity_micro_f1", n_boot, ci)
@@ -348,17 +351,21 @@ class DimensionsTask(TaskKind):
         res["intensity_recall"] = ir
         res["macro_f1"] = float(f1_score(Gp, Pp, average="macro", zero_division=0))
         res["accD"] = float(correct_cells.sum() / (n * D))
+        res["accI"] = float(correct_intensity.sum() / (n * D))
+        res["accD_predict_nothing"] = float((~Gp).sum() / (n * D))  # the empty answer's accD
         res["accuracy"] = res["accD"]
         res["accuracy_valid"] = float(correct_cells[valid].sum() / (valid.sum() * D)) if valid.any() else None
         res["jaccard"] = M.mean_jaccard(Gp, Pp, valid)
         res["exact_match"] = float(exact.mean())
         pf1 = f1_score(Gp, Pp, average=None, zero_division=0)
+        itp_j, ipred_j, igold_j = (Pp & (G == Pm)).sum(0), Pp.sum(0), Gp.sum(0)
         prec, rec, _, sup = precision_recall_fscore_support(Gp, Pp, average=None, zero_division=0)
         res["per_dimension"] = {
             d: {
                 "presence_f1": float(pf1[j]),
                 "presence_precision": float(prec[j]),
                 "presence_recall": float(rec[j]),
+                "intensity_f1": float(intensity(itp_j[j], ipred_j[j], igold_j[j])[2]),
                 "support": int(sup[j]),
             }
             for j, d in enumerate(dims)
@@ -373,6 +380,14 @@ class DimensionsTask(TaskKind):
         res["presence_micro_f1_ci"] = M.ci_or_none(presence, n, n_boot, seed, ci)
         res["intensity_micro_f1_ci"] = M.ci_or_none(intens, n, n_boot, seed, ci)
         return res
+
+    def warnings(self, gold: list, pred: list, metrics: dict) -> list[str]:
+        out = super().warnings(gold, pred, metrics)
+        acc, empty = metrics.get("accD"), metrics.get("accD_predict_nothing")
+        if acc is not None and empty is not None and acc <= empty:
+            out.append(f"accD {acc:.3f} is not above {empty:.3f}, the accD of predicting no dimension at all: on "
+                       "this data accD rewards silence; judge the system by intensity/presence F1")
+        return out
 
     def primary_counts(self, gold: list, pred: list) -> np.ndarray:
         """One group (intensity micro-F1): a (dimension, value) pair predicted exactly is a true positive."""

@@ -137,6 +137,7 @@ class MultiTask(TaskKind):
     primary_name = "micro-F1"
     settings = ("max_labels",)
     constrained_words = ", with a yes/no question per label"
+    threshold_option = 0
     max_new_tokens = 64
     table_columns = (("Exact (valid)", "accuracy_valid", False), ("Exact (all)", "accuracy", False),
                      ("Micro-F1 [95% CI]", "micro_f1", True), ("Macro-F1", "macro_f1", False),

@@ -14,7 +14,7 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from annotune.evaluation import metrics as M
-from annotune.tasks.base import CellReader, ParsedAnswer, Question, TaskKind
+from annotune.tasks.base import COLLAPSE_MIN_DOCS, KAPPA_NEAR_ZERO, CellReader, ParsedAnswer, Question, TaskKind
 from annotune.tasks.text import (
     balanced_end,
     clean,
@@ -145,6 +145,15 @@ class SingleTask(TaskKind):
         best = int(np.argmax(p))
         probs = {name: float(v) for name, v in zip(names, p)}
         return names[best], float(p[best]), probs
+
+    def warnings(self, gold: list, pred: list, metrics: dict) -> list[str]:
+        out = super().warnings(gold, pred, metrics)
+        k = metrics.get("kappa")
+        if k is not None and abs(k) < KAPPA_NEAR_ZERO and len(gold) >= COLLAPSE_MIN_DOCS and not out:
+            out.append(f"κ = {k:.2f}: agreement with the gold labels is no better than chance. Check that the "
+                       "model answers with the codebook's labels (valid rate), train longer, or try type = "
+                       "\"head\" / \"embedding\"")
+        return out
 
     def missing_training_labels(self, labels: list) -> list[str]:
         seen = set(labels)

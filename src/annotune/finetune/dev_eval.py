@@ -1,0 +1,79 @@
+"""Evaluation on the dev documents while a LoRA model trains: the task's primary metric, the best state.
+
+At every evaluation of the Trainer (once per epoch, or every ``eval_steps``) the model being trained labels
+the dev documents with `constrained` answers (always valid, one pass per document), the primary metric is
+recorded, and the adapter weights of the best evaluation so far are kept (also on disk, so that a resumed
+run keeps them). At the end the best weights are put back before the run folder is written, and the
+warnings of the best evaluation (collapse to one answer, κ ≈ 0) are reported: a model that learned only the
+label prior is said to have done so, on the console and in the manifest.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+from annotune.codebook import Codebook
+
+BEST_FILE = "dev-best.pt"
+
+
+def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source, folder: Path,
+                 max_text_tokens: int, log: Callable[[str], None] = print):
+    """A `TrainerCallback` (built on first use, so importing annotune does not import transformers)."""
+    import torch
+    from transformers import TrainerCallback
+
+    from annotune.backends.local import LocalBackend
+
+    task = codebook.task
+    key = "dev_" + task.primary_metric
+
+    class DevEvaluation(TrainerCallback):
+        def __init__(self) -> None:
+            self.history: list[dict] = []
+            self.best: dict | None = None
+            saved = folder / BEST_FILE
+            if saved.exists():  # a resumed run
+                data = torch.load(saved, weights_only=True)
+                self.best, self.history, self.best_state = data["best"], data["history"], data["state"]
+
+        def on_evaluate(self, args, state, control, model=None, **kwargs):
+            base = model.get_base_model() if hasattr(model, "get_base_model") else model
+            was_training = base.training
+            base.eval()
+            backend = LocalBackend(loaded=(base, tokenizer, source), batch_size=args.per_device_eval_batch_size,
+                                   max_text_tokens=max_text_tokens)
+            preds, _ = backend.label(dev_docs, builder, "constrained", progress=False)
+            base.train(was_training)
+            metrics = task.evaluate([d.label for d in dev_docs], [p.label for p in preds], n_boot=0)
+            point = {"step": state.global_step, "epoch": round(state.epoch or 0, 3),
+                     key: metrics[task.primary_metric], "dev_kappa": metrics.get("kappa"),
+                     "warnings": metrics["warnings"]}
+            self.history.append(point)
+            score = metrics[task.primary_metric] or 0.0
+            if self.best is None or score > self.best[key]:
+                self.best = point
+                self.best_state = {k: v.detach().clone() for k, v in model.named_parameters() if v.requires_grad}
+                torch.save({"best": self.best, "history": self.history, "state": self.best_state},
+                           folder / BEST_FILE)
+            log(f"dev evaluation at step {state.global_step}: {task.primary_name} {score:.3f}"
+                + (f" (best {self.best[key]:.3f} at step {self.best['step']})" if self.best is not point else ""))
+
+        def restore_best(self, model) -> dict | None:
+            """Put the best evaluation's weights back; returns what the manifest records."""
+            if self.best is None:
+                return None
+            with torch.no_grad():
+                for k, v in model.named_parameters():
+                    if k in self.best_state:
+                        v.copy_(self.best_state[k])
+            (folder / BEST_FILE).unlink(missing_ok=True)
+            for warning in self.best["warnings"]:
+                log(f"WARNING (dev documents, best evaluation): {warning}")
+            return {"best": self.best, "history": self.history}
+
+    return DevEvaluation()
+
+
+__all__ = ["dev_callback", "BEST_FILE"]
