@@ -250,11 +250,11 @@ class HeadTrainer:
                 metrics = task.evaluate(gold_dev, preds, n_boot=0)
                 point = {"step": step + 1, "epoch": round((step + 1) / steps_per_epoch, 3),
                          "dev_" + task.primary_metric: metrics[task.primary_metric], "dev_kappa": metrics.get("kappa"),
-                         "train_loss": round(float(loss.item()), 5)}
+                         "train_loss": round(float(loss.item()), 5), "warnings": metrics["warnings"]}
                 state["history"].append(point)
                 score = metrics[task.primary_metric] or 0.0
                 if state["best"] is None or score > state["best"]["score"]:
-                    state["best"] = {"score": score, "step": step + 1}
+                    state["best"] = {"score": score, "step": step + 1, "warnings": metrics["warnings"]}
                     torch.save({k: v.detach().clone() for k, v in params.items()}, run / "best.pt")
                 model.train(True)
             state["seconds"] = time.perf_counter() - started
@@ -269,6 +269,8 @@ class HeadTrainer:
         self._tune(run, dev, device)
         for leftover in (run / "best.pt", checkpoint):
             leftover.unlink(missing_ok=True)
+        for warning in (state["best"] or {}).get("warnings", []):
+            self.log(f"WARNING (dev documents, best epoch): {warning}")
         self.log(f"head trained in {state['seconds']:.0f} s ({state['step']} steps"
                  + (f", best dev {task.primary_metric} {state['best']['score']:.3f} at step {state['best']['step']}"
                     if state["best"] else "") + f"); run folder: {run}")
