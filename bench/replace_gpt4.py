@@ -7,7 +7,7 @@
   embeddings + LR and its `head` too. No GPT-4 codings exist for BBC.
 - Flourishing (the seed paper's test split, 513 tweets; all 1,891 training tweets): GPT-4's published
   codings, TF-IDF, MiniLM embeddings + LR, SetFit (reused from bench/results/encoders/flourishing/),
-  SmolLM2 embeddings + LR and the `head` system (and Gemma 3 270M's, where installed). The one-epoch LoRA
+  SmolLM2 embeddings + LR and the `head` system (2 and 4 epochs; Gemma 3 270M's where installed). The one-epoch LoRA
   row comes from bench/results/flourishing.json (30 min to retrain; run bench/flourishing.py to refresh it).
 
     python bench/replace_gpt4.py [--bbc-train 400] [--skip-bbc] [--skip-flourishing]
@@ -108,6 +108,7 @@ def flourishing(args, Comparison, load_config) -> dict:
         {"name": "minilm SetFit 100 steps", "type": "setfit", "model": "minilm", "max_steps": 100},
         {"name": "smollm2 embeddings + LR", "type": "embedding", "model": "smollm2", "max_text_tokens": 128},
         {"name": "smollm2 head", "type": "head", "max_text_tokens": 128},
+        {"name": "smollm2 head 4 epochs", "type": "head", "max_text_tokens": 128, "epochs": 4},
         *gemma([{"name": "gemma3-270m embeddings (layer 14) + LR", "type": "embedding", "model": "gemma3-270m",
                  "layer": 14, "max_text_tokens": 128},
                 {"name": "gemma3-270m head", "type": "head", "model": "gemma3-270m", "max_text_tokens": 128}]),
