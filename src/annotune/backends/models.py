@@ -229,6 +229,32 @@ def parse_dtype(name: str | None, device: str) -> "torch.dtype":  # noqa: F821
     return table[name]
 
 
+def load_tokenizer(path: str | Path, padding_side: str | None = None):
+    """A model's tokenizer with a pad token (its end-of-sequence token where it has none)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if padding_side:
+        tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def pool_hidden_states(hidden, mask, pooling: str):
+    """One vector per row of right-padded hidden states: ``mean`` over the tokens of ``mask``, the
+    ``last`` token, or the first (``cls``)."""
+    import torch
+
+    if pooling == "last":
+        last = mask.sum(1) - 1
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    if pooling == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
 def default_device() -> str:
     import torch
 
@@ -238,7 +264,7 @@ def default_device() -> str:
 def load_causal_lm(spec: str | None, *, dtype: str | None = "auto", device: str | None = None):
     """Load (model, tokenizer, source) ready for inference; a fine-tuned run folder loads its base model
     plus adapter."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
     from annotune.finetune.trainer import is_run_folder, load_run
 
@@ -248,9 +274,7 @@ def load_causal_lm(spec: str | None, *, dtype: str | None = "auto", device: str 
         return model, tokenizer, ModelSource(spec, str(Path(spec).resolve()))
     source = resolve_model(spec)
     path = loadable_path(source)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path)
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype, device))
     model.to(device)
     model.eval()

@@ -39,6 +39,8 @@ def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source,
                 self.best, self.history, self.best_state = data["best"], data["history"], data["state"]
 
         def on_evaluate(self, args, state, control, model=None, **kwargs):
+            if self.history and self.history[-1]["step"] == state.global_step:
+                return  # the final evaluate() after the last epoch's: same weights, already labelled
             base = model.get_base_model() if hasattr(model, "get_base_model") else model
             was_training = base.training
             base.eval()

@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from annotune.backends.models import load_tokenizer, pool_hidden_states
 from annotune.codebook import Codebook
 from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError
@@ -58,16 +59,6 @@ def targets_of(codebook: Codebook, labels: list) -> np.ndarray:
                      for lab in labels], dtype=np.int64).reshape(len(labels), len(questions))
 
 
-def _pool(hidden, mask, pooling: str):
-    import torch
-
-    if pooling == "last":
-        last = mask.sum(1) - 1
-        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
-
-
 def _head_module(hidden: int, outputs: int):
     from torch import nn
 
@@ -77,25 +68,12 @@ def _head_module(hidden: int, outputs: int):
     return head
 
 
-def load_tokenizer(path: str):
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    return tokenizer
-
-
 class HeadModel:
     """Backbone (with or without LoRA) + head; forward gives the head's raw outputs (fp32)."""
 
     def __init__(self, backbone, head, pooling: str, autocast: bool, device: str = "cpu", layer: int = -1):
         self.backbone, self.head, self.pooling, self.autocast = backbone, head, pooling, autocast
         self.device, self.layer = device, layer
-
-    def parameters(self):
-        return [p for p in list(self.backbone.parameters()) + list(self.head.parameters()) if p.requires_grad]
 
     def named_trainable(self) -> dict:
         named = {f"backbone.{k}": v for k, v in self.backbone.named_parameters() if v.requires_grad}
@@ -115,7 +93,7 @@ class HeadModel:
             out = self.backbone(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                                 output_hidden_states=self.layer != -1)
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
-        pooled = _pool(hidden.float(), batch["attention_mask"], self.pooling)
+        pooled = pool_hidden_states(hidden.float(), batch["attention_mask"], self.pooling)
         return self.head(pooled)
 
 
@@ -202,7 +180,7 @@ class HeadTrainer:
         path = loadable_path(source)
         device = default_device()
         autocast = parse_dtype(cfg.dtype, device) == torch.bfloat16
-        tokenizer = load_tokenizer(path)
+        tokenizer = load_tokenizer(path, padding_side="right")
         model = self._build(path, device, autocast)
         questions, offsets = question_layout(self.codebook)
         fit_ids = encode_texts(tokenizer, [d.text for d in fit.docs], cfg.max_text_tokens)
@@ -374,7 +352,7 @@ class HeadClassifier:
         hidden, outputs = weights["1.weight"].shape[1], weights["1.weight"].shape[0]
         head = _head_module(hidden, outputs)
         head.load_state_dict(weights)
-        self.tokenizer = load_tokenizer(str(run))
+        self.tokenizer = load_tokenizer(run, padding_side="right")
         self.model = HeadModel(backbone.to(device).eval(), head.to(device).eval(), manifest["pooling"],
                                manifest["bf16_autocast"], device, manifest.get("layer", -1))
         sizes = [len(q["options"]) for q in manifest["questions"]]

@@ -102,15 +102,13 @@ class FineTuner:
     # ------------------------------------------------------------------ model
     def _load_base(self, device: str):
         import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+        from transformers import AutoModelForCausalLM
 
-        from annotune.backends.models import loadable_path, resolve_model
+        from annotune.backends.models import load_tokenizer, loadable_path, resolve_model
 
         source = resolve_model(self.base_model)
         path = loadable_path(source)
-        tokenizer = AutoTokenizer.from_pretrained(path)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer = load_tokenizer(path)
         kwargs: dict[str, Any] = {"dtype": torch.float32}
         if self.config.qlora:
             if not device.startswith("cuda"):
@@ -374,9 +372,9 @@ def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None
     """(model, tokenizer, manifest) of a fine-tuned run folder: the base model from the manifest plus the
     adapter, merged for fast inference."""
     from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
-    from annotune.backends.models import default_device, loadable_path, parse_dtype, resolve_model
+    from annotune.backends.models import default_device, load_tokenizer, loadable_path, parse_dtype, resolve_model
 
     path = Path(path)
     if not is_run_folder(path):
@@ -389,9 +387,7 @@ def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None
         base = resolve_model(manifest["base_model"]["spec"])
         model = AutoModelForCausalLM.from_pretrained(loadable_path(base), dtype=parse_dtype(dtype, device))
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    if tokenizer.pad_token_id is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    tokenizer = load_tokenizer(path)
     model.to(device).eval()
     return model, tokenizer, manifest
 

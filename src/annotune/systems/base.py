@@ -50,10 +50,18 @@ class SystemConfig(ConfigModel):
                                                            "of the training split (default: the config's "
                                                            "train_size, else all of it).")
 
+    inherited: ClassVar[tuple[str, ...]] = ()  # [model] keys this type takes as defaults ("model" ← name)
+
     @classmethod
     def inherit(cls, raw: dict[str, Any], defaults: "Defaults") -> dict[str, Any]:
-        """The system's table with the config-wide defaults it takes (e.g. ``[model]``) filled in."""
-        return raw
+        """The system's table with the config-wide defaults it takes (the ``[model]`` keys named in
+        ``inherited``) filled in."""
+        out = dict(raw)
+        for key in cls.inherited:
+            source = "name" if key == "model" else key
+            if key not in out and source in defaults.model:
+                out[key] = defaults.model[source]
+        return out
 
     def resolve_paths(self, base: Path) -> None:
         """Make paths written in the config relative to the config's folder (``base``)."""

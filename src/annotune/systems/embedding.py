@@ -21,6 +21,7 @@ import numpy as np
 from pydantic import Field
 
 from annotune.backends.base import RunStats
+from annotune.backends.models import load_tokenizer, pool_hidden_states
 from annotune.config import Dtype, resolve_model_path
 from annotune.errors import AnnotuneError, ConfigError
 from annotune.systems.base import System, SystemConfig, readable_model, register_system, trained_on
@@ -85,12 +86,9 @@ class _Encoder:
             model = SentenceTransformer(str(self.path), device=device, model_kwargs={"dtype": dtype})
             model.max_seq_length = self.config.max_text_tokens
             return model
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoModel
 
-        tokenizer = AutoTokenizer.from_pretrained(self.path)
-        if tokenizer.pad_token_id is None:
-            tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "right"
+        tokenizer = load_tokenizer(self.path, padding_side="right")
         model = AutoModel.from_pretrained(self.path, dtype=dtype).to(device).eval()
         return model, tokenizer
 
@@ -110,15 +108,8 @@ class _Encoder:
                 enc = tokenizer(texts[i:i + cfg.batch_size], truncation=True, max_length=cfg.max_text_tokens,
                                 padding=True, return_tensors="pt").to(model.device)
                 hidden = model(**enc, output_hidden_states=True).hidden_states[cfg.layer].float()
-                mask = enc["attention_mask"].unsqueeze(-1).float()
-                if cfg.pooling == "last":
-                    last = enc["attention_mask"].sum(1) - 1
-                    pooled = hidden[torch.arange(hidden.shape[0]), last]
-                elif cfg.pooling == "cls":
-                    pooled = hidden[:, 0]
-                else:
-                    pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-                out.append(pooled.cpu().numpy())
+                pooling = "mean" if cfg.pooling == "auto" else cfg.pooling
+                out.append(pool_hidden_states(hidden, enc["attention_mask"], pooling).cpu().numpy())
         return np.concatenate(out).astype(np.float32) if out else np.zeros((0, 1), np.float32)
 
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 from pydantic import Field
 
 from annotune.backends.base import Prediction, RunStats
 from annotune.config import DEFAULT_MODEL, Dtype, resolve_model_path, resolve_path
-from annotune.systems.base import Defaults, System, SystemConfig, readable_model, register_system, trained_on
+from annotune.systems.base import System, SystemConfig, readable_model, register_system, trained_on
 from annotune.systems.local import model_source_identity
 
 
@@ -52,12 +52,7 @@ class HeadConfig(SystemConfig):
     run: str | None = Field(None, min_length=1, description="Run folder (default: under <output>/head/, named by a "
                                                             "fingerprint); a finished one is used as it is.")
 
-    @classmethod
-    def inherit(cls, raw: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
-        out = dict(raw)
-        if "model" not in out and "name" in defaults.model:
-            out["model"] = defaults.model["name"]
-        return out
+    inherited = ("model",)
 
     def resolve_paths(self, base: Path) -> None:
         self.model = resolve_model_path(self.model, base)

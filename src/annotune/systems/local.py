@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
 
 from pydantic import Field
 
 from annotune.config import DEFAULT_MODEL, Answer, Dtype, resolve_model_path
 from annotune.errors import AnnotuneError
-from annotune.systems.base import Defaults, SystemConfig
+from annotune.systems.base import SystemConfig
 
 
 class LocalModelConfig(SystemConfig):
@@ -23,17 +22,6 @@ class LocalModelConfig(SystemConfig):
     batch_size: int = Field(8, ge=1, description="Documents per forward pass.")
     max_text_tokens: int = Field(512, ge=1, description="Document tokens kept in the prompt.")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest generated answer (default: by task kind).")
-
-    inherited: ClassVar[tuple[str, ...]] = ()  # [model] keys this type takes as defaults
-
-    @classmethod
-    def inherit(cls, raw: dict[str, Any], defaults: Defaults) -> dict[str, Any]:
-        out = dict(raw)
-        for key in cls.inherited:
-            source = "name" if key == "model" else key
-            if key not in out and source in defaults.model:
-                out[key] = defaults.model[source]
-        return out
 
     def resolve_paths(self, base: Path) -> None:
         self.model = resolve_model_path(self.model, base)
