@@ -136,6 +136,11 @@ def check_task_kind(cb: Codebook) -> None:
         # data cells: the JSON form and the canonical answer text both read back as the label
         assert task.read_label(label_to_json(label, cb), Cells(cb)) == label
         assert task.read_label(text, Cells(cb)) == label
+        # review items (the label store): every item accepted makes the label again
+        items = task.label_items(label)
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in items.items())
+        assert task.merge_items({k: [v] for k, v in items.items()}) == label
+        assert all(task.read_item(k or None, v, Cells(cb)) == (k, v) for k, v in items.items())
     assert label_from_json(None, cb) is None and label_to_json(None, cb) is None
     assert task.missing_training_labels(examples) == []  # the examples cover every label
     assert 1 <= task.min_training_examples() <= len(examples)

@@ -32,6 +32,7 @@ _EXPORTS = {
     "System": "annotune.systems.base",
     "SystemConfig": "annotune.systems.base",
     "AnnotuneError": "annotune.errors",
+    "Project": "annotune.labelling.workflow",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -187,7 +187,7 @@ class ExperimentConfig(ConfigModel):
             defaults = new.defaults()
             systems = [s if isinstance(s, SystemConfig) else parse_system(s, i, defaults, file=self.source)
                        for i, s in enumerate(raws, start=1)]
-            _check_names(systems, self.source)
+            check_system_names(systems, self.source)
             new = new.model_copy(update={"systems": systems})
         return new
 
@@ -242,7 +242,7 @@ def read_toml(path: Path) -> tuple[dict, str]:
         raise ConfigError(f"invalid TOML: {exc}", file=path) from None
 
 
-def _codebook(raw: dict, path: Path) -> Codebook:
+def codebook_of(raw: dict, path: Path) -> Codebook:
     spec = raw.get("codebook")
     if isinstance(spec, str):
         return Codebook.load(resolve_path(spec, path.parent))
@@ -320,7 +320,7 @@ def config_from_toml(path: Path, raw: dict, text: str, output: str | Path | None
     if "finetune" in raw:
         FineTuneConfig.parse({"seed": 0, **raw["finetune"]}, file=path, where="finetune")
     parsed = [parse_system(s, i, defaults, file=path) for i, s in enumerate(systems, start=1)]
-    _check_names(parsed, path)
+    check_system_names(parsed, path)
     if "model" in sections:
         sections["model"].name = resolve_model_path(sections["model"].name, path.parent)
     if "curve" in sections and sections["curve"].model:
@@ -335,7 +335,7 @@ def config_from_toml(path: Path, raw: dict, text: str, output: str | Path | None
     values = {k: v for k, v in raw.items() if k not in ("codebook", "systems", "output", *sections)}
     try:
         cfg = ExperimentConfig.model_validate({
-            **values, **sections, "name": name, "codebook": _codebook(raw, path), "systems": parsed,
+            **values, **sections, "name": name, "codebook": codebook_of(raw, path), "systems": parsed,
             "output": out, "source": path, "config_text": text,
         })
     except ValidationError as exc:
@@ -355,7 +355,7 @@ def slug_name(name: Any) -> str:
     return str(name) if isinstance(name, str) else "experiment"
 
 
-def _check_names(systems: list[SystemConfig], path: Path) -> None:
+def check_system_names(systems: list[SystemConfig], path: Path) -> None:
     names: set[str] = set()
     slugs: dict[str, str] = {}
     for i, s in enumerate(systems, start=1):

@@ -4,7 +4,9 @@ What every route shares lives here, once: the bearer-token check (a middleware i
 but the health checks), the request size limit (413), OpenAI-style error bodies and the model gate
 (`ModelGate`: a bounded number of model forwards at a time and a bounded queue; beyond it requests are
 turned away with 503 and ``Retry-After``). The OpenAI routes are a router of their own
-(`annotune.serve.openai`); other pages (a review page) can be mounted into the same app.
+(`annotune.serve.openai`); other pages are mounted into the same kind of app: `base_app` is what every
+annotune web app shares (error shapes, health routes, size limit), and `annotune review` builds its page on
+it (`annotune.labelling.review_app`), with `BearerAuth` also taking the token from a cookie or ``?token=``.
 """
 
 from __future__ import annotations
@@ -83,17 +85,32 @@ class ServeState:
 
 
 class BearerAuth:
-    """Every request but ``public_paths`` needs ``Authorization: Bearer <token>`` (401 otherwise)."""
+    """Every request but ``public_paths`` needs ``Authorization: Bearer <token>`` (401 otherwise). With
+    ``cookie`` (a browser page), that cookie or a ``?token=`` query parameter may carry the token instead."""
 
-    def __init__(self, app: ASGIApp, token: str, public_paths: frozenset[str] = PUBLIC_PATHS):
-        self.app, self.token, self.public_paths = app, token.encode(), public_paths
+    def __init__(self, app: ASGIApp, token: str, public_paths: frozenset[str] = PUBLIC_PATHS,
+                 cookie: str | None = None):
+        self.app, self.token, self.public_paths, self.cookie = app, token.encode(), public_paths, cookie
+
+    def _given(self, scope: Scope) -> list[bytes]:
+        headers = dict(scope["headers"])
+        scheme, _, value = headers.get(b"authorization", b"").partition(b" ")
+        given = [value.strip()] if scheme.lower() == b"bearer" else []
+        if self.cookie:
+            from urllib.parse import parse_qs
+
+            from starlette.requests import cookie_parser
+
+            cookies = cookie_parser(headers.get(b"cookie", b"").decode("latin-1"))
+            given += [cookies[self.cookie].encode()] if self.cookie in cookies else []
+            given += [v.encode() for v in parse_qs(scope.get("query_string", b"").decode("latin-1")).get("token", [])]
+        return given
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].rstrip("/") not in self.public_paths:
-            given = dict(scope["headers"]).get(b"authorization", b"")
-            scheme, _, value = given.partition(b" ")
-            if scheme.lower() != b"bearer" or not hmac.compare_digest(value.strip(), self.token):
-                err = OpenAIError(401, "invalid or missing bearer token", code="invalid_api_key",
+            if not any(hmac.compare_digest(value, self.token) for value in self._given(scope)):
+                what = "access token (open the page with the ?token= URL it printed)" if self.cookie else "bearer token"
+                err = OpenAIError(401, f"invalid or missing {what}", code="invalid_api_key",
                                   headers={"WWW-Authenticate": "Bearer"})
                 await err.response()(scope, receive, send)
                 return
@@ -154,10 +171,19 @@ def create_app(engine, *, model_name: str, token: str | None = None,
     ``app.state.serve`` (a `ServeState`: engine, name, gate, usage counts)."""
     from annotune.serve.openai import router
 
-    app = FastAPI(title="annotune serve", docs_url=None, redoc_url=None, openapi_url=None)
+    app = base_app("annotune serve", max_body_bytes=max_body_bytes)
     app.state.serve = ServeState(engine, model_name, ModelGate(max_concurrency, max_queue, retry_after))
-    install_error_handlers(app)
     app.include_router(router)
+    if token:
+        app.add_middleware(BearerAuth, token=token)  # added last: runs first
+    return app
+
+
+def base_app(title: str, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
+    """A FastAPI app with what every annotune web app shares: OpenAI-style error bodies, ``/health`` and
+    ``/v1/health``, and the request size limit (add routers, then the auth middleware last)."""
+    app = FastAPI(title=title, docs_url=None, redoc_url=None, openapi_url=None)
+    install_error_handlers(app)
 
     @app.get("/health", include_in_schema=False)
     @app.get("/v1/health", include_in_schema=False)
@@ -165,6 +191,4 @@ def create_app(engine, *, model_name: str, token: str | None = None,
         return {"status": "ok"}
 
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    if token:
-        app.add_middleware(BearerAuth, token=token)  # added last: runs first
     return app

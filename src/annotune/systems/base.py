@@ -166,6 +166,11 @@ class System(ABC):
         """Label ``test``, learning from ``train`` where the system trains (the caller passes
         `training_data`: the system's own training documents)."""
 
+    def predictor(self, train: Dataset) -> Callable[[Dataset], list[Prediction]]:
+        """A function labelling batch after batch of a corpus with what was learnt from ``train``: by default
+        each batch is a `run`; systems that fit in memory override it to fit once."""
+        return lambda test: self.run(train, test)[0]
+
 
 _REGISTRY: dict[str, type[System]] = {}
 

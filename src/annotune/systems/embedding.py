@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import os
 import time
 from pathlib import Path
 from typing import Any, Literal
@@ -135,7 +136,7 @@ class EmbeddingCache:
             new = encode([by_key[k] for k in missing])
             self.vectors.update(zip(missing, new))
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = self.path.with_name(self.path.name + ".tmp.npz")
+            tmp = self.path.with_name(f"{self.path.name}.{os.getpid()}.tmp.npz")  # Ray actors may write at once
             np.savez(tmp, keys=np.array(list(self.vectors)), vectors=np.stack(list(self.vectors.values())))
             tmp.replace(self.path)
         return np.stack([self.vectors[k] for k in keys]) if keys else np.zeros((0, 1), np.float32)
@@ -219,6 +220,19 @@ class EmbeddingSystem(System):
                             "encode_test_seconds": round(labelled - encoded, 3),
                             "embedding_dim": int(x_train.shape[1]) if len(x_train) else None})
         return preds, stats
+
+    def predictor(self, train):
+        from annotune.experiments.fingerprints import fingerprint
+        from annotune.systems.questions import fit_questions, predict_questions
+
+        cfg, ctx = self.config, self.context
+        encoder = _Encoder(cfg)
+        cache = EmbeddingCache(ctx.output / "embeddings" / f"{fingerprint(encoder.identity())}.npz")
+        x_train = cache.get([d.text for d in train.docs], lambda t: encoder.encode(t, ctx.progress))
+        fitted = fit_questions(ctx.codebook, x_train, [d.label for d in train.docs],
+                               logistic_regression(cfg.C, cfg.cv_folds, ctx.seed))
+        return lambda test: predict_questions(ctx.codebook, fitted, encoder.encode([d.text for d in test.docs]),
+                                              [d.id for d in test.docs]) if len(test) else []
 
 
 __all__ = ["EmbeddingConfig", "EmbeddingSystem", "EmbeddingCache"]

@@ -113,19 +113,29 @@ class HeadSystem(System):
             cfg.model, fit, dev, folder)
         return folder
 
-    def run(self, train, test):
-        from annotune.finetune.head import HeadClassifier
+    def _label(self, classifier, test) -> list[Prediction]:
         from annotune.finetune.thresholds import decide
 
         ctx = self.context
+        preds = []
+        for doc, option_probs in zip(test.docs, classifier.option_probs(test.texts, self.config.batch_size * 2)):
+            label, confidence, label_probs = decide(ctx.codebook, option_probs, classifier.scale)
+            preds.append(Prediction(doc.id, ctx.codebook.task.answer_text(label), label, confidence, label_probs))
+        return preds
+
+    def predictor(self, train):
+        from annotune.finetune.head import HeadClassifier
+
+        classifier = HeadClassifier(self.train(train))  # loaded once for every batch
+        return lambda test: self._label(classifier, test)
+
+    def run(self, train, test):
+        from annotune.finetune.head import HeadClassifier
+
         folder = self.train(train)
         classifier = HeadClassifier(folder)
         started = time.perf_counter()
-        probs = classifier.option_probs(test.texts, self.config.batch_size * 2)
-        preds = []
-        for doc, option_probs in zip(test.docs, probs):
-            label, confidence, label_probs = decide(ctx.codebook, option_probs, classifier.scale)
-            preds.append(Prediction(doc.id, ctx.codebook.task.answer_text(label), label, confidence, label_probs))
+        preds = self._label(classifier, test)
         stats = RunStats(docs=len(test), seconds=time.perf_counter() - started)
         training = classifier.manifest["training"]
         stats.extra.update({"run": str(folder), "train_examples": len(train), "train_seconds": training["seconds"],

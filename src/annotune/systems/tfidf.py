@@ -9,7 +9,7 @@ dimension over ``none`` + the scale values. Labels are decided as in `constraine
 from __future__ import annotations
 
 import time
-from typing import Literal
+from typing import Callable, Literal
 
 from pydantic import Field
 
@@ -40,6 +40,16 @@ class TfidfBaseline:
         from sklearn.linear_model import LogisticRegression
 
         return LogisticRegression(C=self.C, max_iter=2000, random_state=self.seed)
+
+    def fit(self, train: list[Doc]) -> Callable[[list[Doc]], list[Prediction]]:
+        """Fit on ``train`` once; returns a function labelling any documents."""
+        from annotune.systems.questions import fit_questions, predict_questions
+
+        vec = self._vectorizer()
+        fitted = fit_questions(self.codebook, vec.fit_transform([d.text for d in train]), [d.label for d in train],
+                               self._classifier)
+        return lambda docs: predict_questions(self.codebook, fitted, vec.transform([d.text for d in docs]),
+                                              [d.id for d in docs]) if docs else []
 
     def fit_predict(self, train: list[Doc], test: list[Doc]) -> tuple[list[Prediction], RunStats]:
         started = time.perf_counter()
@@ -75,3 +85,8 @@ class TfidfSystem(System):
     def run(self, train, test):
         ctx = self.context
         return TfidfBaseline(ctx.codebook, seed=ctx.seed, C=self.config.C).fit_predict(train.docs, test.docs)
+
+    def predictor(self, train):
+        ctx = self.context
+        label = TfidfBaseline(ctx.codebook, seed=ctx.seed, C=self.config.C).fit(train.docs)
+        return lambda test: label(test.docs)

@@ -19,6 +19,7 @@ A new kind is one module with a `TaskKind` subclass plus a `register_task` call 
 
 from __future__ import annotations
 
+import json
 from abc import ABC, abstractmethod
 from collections import Counter
 from collections.abc import Callable
@@ -210,6 +211,23 @@ class TaskKind(ABC):
     def label_from_json(self, value: Any) -> LabelValue | None:
         """The inverse of `label_to_json`."""
         return value
+
+    # ------------------------------------------------------------------ review items (the label store)
+    def label_items(self, label: LabelValue) -> dict[str, str]:
+        """A label as the items a reviewer accepts or rejects one by one, ``{key: value}``: here the whole
+        label (as JSON text) under the key ``""``; kinds whose labels have parts (labels, dimensions) split them."""
+        return {"": json.dumps(self.label_to_json(label), sort_keys=True)}
+
+    def merge_items(self, accepted: dict[str, list[str]]) -> LabelValue | None:
+        """The label that the accepted items make (``{key: [accepted values]}``), or None when they make
+        none: here one accepted value, and None when reviewers accepted different ones (a conflict)."""
+        values = set(accepted.get("", []))
+        return self.label_from_json(json.loads(values.pop())) if len(values) == 1 else None
+
+    def read_item(self, item: Any, value: Any, cells: CellReader) -> tuple[str, str]:
+        """One row of a proposals/reviews table — an item cell (None when the table has no item column) and a
+        value cell — as a review item ``(key, value)`` of `label_items`; here the value is a whole label."""
+        return next(iter(self.label_items(self.read_label(value, cells)).items()))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self, gold: list, pred: list, *, n_boot: int = 1000, seed: int = 0, ci: float = 0.95) -> dict:

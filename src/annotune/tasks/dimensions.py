@@ -285,6 +285,27 @@ class DimensionsTask(TaskKind):
         absent = absent_value(self.codebook)
         return json.dumps({name: label.get(name, absent) for name in self.codebook.label_names})
 
+    def label_items(self, label: dict[str, str]) -> dict[str, str]:
+        return dict(label)  # one item per present dimension
+
+    def read_item(self, item: Any, value: Any, cells: CellReader) -> tuple[str, str]:
+        if item is None or cells.missing(item):
+            raise cells.fail("a dimensions task needs the dimension of each proposed item (an item column)")
+        scale_value = self.codebook.canonical_value(cells.text(value))
+        if scale_value is None:
+            raise cells.fail(f"{cells.text(value)!r} is not on the scale ({', '.join(self.codebook.scale)})")
+        return cells.name(item, "dimension"), scale_value
+
+    def merge_items(self, accepted: dict[str, list[str]]) -> dict[str, str]:
+        """Each accepted dimension at its highest accepted value (the seed paper's rule); none: the empty label."""
+        rank = {v: i for i, v in enumerate(self.codebook.scale)}
+        out = {}
+        for name in self.codebook.label_names:
+            values = [v for v in accepted.get(name, []) if v in rank]
+            if values:
+                out[name] = max(values, key=rank.__getitem__)
+        return out
+
     def example_labels(self) -> list[dict[str, str]]:
         names, scale = self.codebook.label_names, self.codebook.scale
         out: list[dict[str, str]] = [{}]

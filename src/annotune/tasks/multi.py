@@ -273,6 +273,18 @@ class MultiTask(TaskKind):
     def label_from_json(self, value: Any) -> tuple[str, ...] | None:
         return None if value is None else tuple(value)
 
+    def label_items(self, label: tuple[str, ...]) -> dict[str, str]:
+        """One item per label present: ``{label: "yes"}``."""
+        return {name: "yes" for name in label}
+
+    def read_item(self, item: Any, value: Any, cells: CellReader) -> tuple[str, str]:
+        """The label named by the item cell, else by the value cell: ``(label, "yes")``."""
+        return cells.name(value if item is None or cells.missing(item) else item), "yes"
+
+    def merge_items(self, accepted: dict[str, list[str]]) -> tuple[str, ...]:
+        """The accepted labels, in codebook order (none accepted: the empty set, a verified answer)."""
+        return tuple(n for n in self.codebook.label_names if "yes" in accepted.get(n, []))
+
     # ------------------------------------------------------------------ evaluation
     def metrics(self, gold: list, pred: list, n: int, *, n_boot: int, seed: int, ci: float) -> dict:
         labels = self.codebook.label_names

@@ -172,6 +172,16 @@ class SingleTask(TaskKind):
             raise ValueError(f"not a label of {cb.name!r}: {label!r}")
         return cb.canonical_label(label)  # type: ignore[return-value]
 
+    def label_items(self, label: str) -> dict[str, str]:
+        return {"": label}
+
+    def merge_items(self, accepted: dict[str, list[str]]) -> str | None:
+        values = set(accepted.get("", []))
+        return values.pop() if len(values) == 1 else None
+
+    def read_item(self, item: Any, value: Any, cells: CellReader) -> tuple[str, str]:
+        return "", cells.name(value)
+
     def read_label(self, raw: Any, cells: CellReader) -> str:
         if isinstance(raw, str) and raw.strip()[:1] in ("[", "{"):
             try:

@@ -1,0 +1,85 @@
+"""A document's final label from its reviews, and the provenance words the store and exports use.
+
+The rules, in order (undone reviews do not count):
+
+1. Decisions about the whole document — accepting a proposal (its label, ``human-verified``), correcting (the
+   reviewer's label, ``human-corrected``; ``human-labelled`` when it came from an imported labelled file), or
+   rejecting every proposal (``human-verified`` empty label for kinds where "nothing" is a label — multi-label,
+   dimensions — else no label: ``human-rejected``): each reviewer's latest one counts; reviewers who reach
+   different labels leave a ``conflict`` (nobody's review overwrites another's).
+2. Otherwise, item reviews (the seed paper's workflow: each proposed dimension accepted or rejected) — an
+   item accepted by any reviewer counts as accepted; the accepted items make the label through the task
+   kind (`TaskKind.merge_items`: dimensions keep the highest accepted intensity). Reviewers who accepted
+   different single labels leave a ``conflict``.
+3. No review: the newest model label (``model``, with its probability), if the corpus was labelled.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from annotune.codebook import Codebook
+
+HUMAN = ("human-verified", "human-corrected", "human-labelled")
+PROVENANCES = (*HUMAN, "human-rejected", "conflict", "model")
+
+
+@dataclass(frozen=True)
+class Resolved:
+    label: Any  # JSON label data, None when there is no label
+    provenance: str
+    system: str | None = None  # the reviewer, or the model that labelled it
+    run_id: int | None = None
+    probability: float | None = None
+
+
+def resolve_reviews(codebook: Codebook, reviews: list[dict], proposals: dict[int, dict]) -> Resolved | None:
+    """The human outcome of a document's reviews (rows of the reviews table, oldest first; ``proposals``:
+    the proposals they refer to, by id), or None when no active review exists."""
+    task = codebook.task
+    active = [r for r in reviews if r["undone_at"] is None]
+    if not active:
+        return None
+    whole = [r for r in active if r["item"] is None and (r["decision"] == "correct" or r["proposal_id"] is None
+                                                         or r["decision"] == "accept")]
+    if whole:
+        latest = {}  # each reviewer's latest decision about the whole document
+        for r in whole:
+            latest[r["reviewer"]] = r
+        outcomes = [_whole(task, r, proposals) for r in latest.values()]
+        labels = {json.dumps(o.label, sort_keys=True) for o in outcomes}
+        if len(labels) > 1:
+            return Resolved(None, "conflict", whole[-1]["reviewer"])
+        return max(outcomes, key=lambda o: o.provenance == "human-corrected")  # corrected wins the provenance
+    accepted: dict[str, list[str]] = {}
+    for r in active:
+        if r["decision"] != "accept" or r["proposal_id"] not in proposals:
+            continue
+        label = proposals[r["proposal_id"]]["label"]
+        items = task.label_items(task.label_from_json(json.loads(label))) if label is not None else {}
+        for key, value in items.items():
+            if r["item"] is None or key == r["item"]:
+                accepted.setdefault(key, []).append(value)
+    merged = task.merge_items(accepted)
+    reviewer = active[-1]["reviewer"]
+    if merged is None:
+        return Resolved(None, "conflict" if accepted else "human-rejected", reviewer)
+    return Resolved(task.label_to_json(merged), "human-verified", reviewer)
+
+
+def _whole(task, review: dict, proposals: dict[int, dict]) -> Resolved:
+    """The outcome of one decision about a whole document."""
+    if review["decision"] == "correct":
+        provenance = "human-labelled" if review["source"].startswith("labels:") else "human-corrected"
+        return Resolved(json.loads(review["label"]), provenance, review["reviewer"])
+    if review["decision"] == "accept":
+        return Resolved(json.loads(proposals[review["proposal_id"]]["label"]), "human-verified", review["reviewer"])
+    empty = task.merge_items({})  # rejected every proposal
+    if empty is None:
+        return Resolved(None, "human-rejected", review["reviewer"])
+    return Resolved(task.label_to_json(empty), "human-verified", review["reviewer"])
+
+
+__all__ = ["Resolved", "resolve_reviews", "HUMAN", "PROVENANCES"]

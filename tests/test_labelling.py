@@ -1,0 +1,368 @@
+"""The hybrid workflow's store and verbs on real SQLite (and a real PostgreSQL server when one is given):
+import, review rules, propose, label (resumable, never over human labels), route, export, status, the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from annotune.cli import app
+from annotune.errors import ConfigError, DataError
+from annotune.labelling import Project
+from annotune.labelling.routing import choose_threshold
+from conftest import TOPIC_WORDS, TOPICS_CODEBOOK, make_codebook
+
+PG_URL = os.environ.get("ANNOTUNE_TEST_POSTGRES")
+
+
+def topic_rows(n: int, labelled: bool = True, start: int = 0) -> list[dict]:
+    topics = ("business", "sport", "tech")
+    rows = []
+    for i in range(start, start + n):
+        topic = topics[i % 3]
+        row = {"id": f"d{i}", "text": f"{TOPIC_WORDS[topic]} story {i} " + TOPIC_WORDS[topic].split()[i % 5]}
+        if labelled:
+            row["label"] = topic
+        rows.append(row)
+    return rows
+
+
+def write_jsonl(path, rows) -> str:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return str(path)
+
+
+def topics_codebook():
+    import tomllib
+
+    from annotune.codebook import Codebook
+
+    return Codebook.from_dict(tomllib.loads(TOPICS_CODEBOOK))
+
+
+def single_project(tmp_path, store: str | None = None, systems: str = "") -> Project:
+    project = Project.init(tmp_path / "p", topics_codebook(), store=store)
+    if systems:
+        cfg = project.cfg.source
+        cfg.write_text(cfg.read_text().split("[[systems]]")[0] + systems + "\n", encoding="utf-8")
+        project.close()
+        project = Project.open(tmp_path / "p", store=store)
+    return project
+
+
+TFIDF = '''
+[[systems]]
+name = "tfidf"
+type = "tfidf"
+
+[label]
+system = "tfidf"
+holdout = 0.2
+'''
+
+
+# ---------------------------------------------------------------------- the seed paper's data, end to end
+def test_flourishing_crowd_import_train_label_route_export(tmp_path):
+    from conftest import FLOURISHING, REPO
+
+    if not FLOURISHING.exists():
+        pytest.skip("needs ../shared/data/flourishing")
+    project = Project.init(tmp_path / "f", REPO / "examples" / "flourishing.toml")
+    cfg = project.cfg.source
+    cfg.write_text(cfg.read_text().split("[[systems]]")[0] + '[[systems]]\nname = "tfidf"\ntype = "tfidf"\nC = 1.0\n'
+                   '\n[label]\nsystem = "tfidf"\n', encoding="utf-8")
+    project = Project.open(tmp_path / "f")
+    project.import_file(FLOURISHING / "tweets.jsonl", labels=False)  # the texts only: labels come from reviews
+    pool = project.import_file(FLOURISHING / "unlabelled_pool.jsonl")
+    assert pool["documents"] == 7591  # 30 of them have proposals and reviews in the crowd file
+    crowd = project.import_file(FLOURISHING / "ai_crowd_codings.csv", kind="reviews")
+    assert crowd["reviews"] == 26635
+    again = project.import_file(FLOURISHING / "ai_crowd_codings.csv", kind="reviews")
+    assert again["reviews"] == 0 and again["proposals"] == 0 and again["skipped"] == 26635
+
+    status = project.status()
+    assert status["proposers"]["GPT4"] == {"reviews": 5171, "accepted": 3947, "acceptance": 3947 / 5171}
+    assert status["proposers"]["LLAMA2"] == {"reviews": 21464, "accepted": 6755, "acceptance": 6755 / 21464}
+    assert status["states"]["human-verified"] == 2434
+    pairs = {(p["a"], p["b"]): p for p in status["agreement"]}
+    assert pairs[("GPT4", "human labels")]["kappa"] > pairs[("LLAMA2", "human labels")]["kappa"] > 0
+
+    # accepted proposals, the highest intensity kept, reproduce the paper's human-verified labels
+    gold = {r["id"]: r["labels"] for r in map(json.loads, (FLOURISHING / "tweets.jsonl").open())}
+    finals = project.store.final_labels()
+    same = sum(json.loads(finals[i]["label"]) == labels for i, labels in gold.items() if i in finals)
+    assert same >= 2380
+
+    assert project.train()["run"] is None  # tfidf fits inside `label`
+    out = project.label(limit=400)
+    train_docs, holdout = project.human_dataset()
+    assert out["labelled"] == 400 and out["train_docs"] == len(train_docs) == 2434 - len(holdout)
+    pool_ids = {r["id"] for r in map(json.loads, (FLOURISHING / "unlabelled_pool.jsonl").open())} - set(finals)
+    routed = project.route(threshold=0.5)
+    assert routed["low_confidence"] == routed["queued"] > 0
+
+    path = tmp_path / "labels.csv"
+    assert project.export(path)["rows"] == 2404 + 7591
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    run = {p["doc_id"]: p for p in project.store.run_proposals([out["run"]])}
+    queued = {q["doc_id"] for q in project.store.queued()}
+    counts = frame.provenance.value_counts().to_dict()
+    assert counts == {"unlabelled": len(pool_ids) - (400 - len(holdout)), "human-verified": 2434,
+                      "model": 400 - len(holdout)}
+    for row in frame.itertuples():  # provenance correct on every row
+        if row.id in finals:
+            assert row.provenance == "human-verified" and json.loads(row.label) == json.loads(finals[row.id]["label"])
+            assert row.id not in queued
+        elif row.id in run:
+            assert row.provenance == "model" and row.source == "tfidf" and row.run == str(out["run"])
+            assert json.loads(row.label) == json.loads(run[row.id]["label"])
+            assert float(row.probability) == pytest.approx(run[row.id]["probability"])
+            assert (row.id in queued) == (run[row.id]["probability"] < 0.5)
+        else:
+            assert row.provenance == "unlabelled" and row.label == "" and row.id in pool_ids
+
+
+# ---------------------------------------------------------------------- import and review rules
+def test_import_documents_with_labels_is_idempotent_and_names_bad_rows(tmp_path):
+    project = single_project(tmp_path)
+    path = write_jsonl(tmp_path / "docs.jsonl", topic_rows(6))
+    assert project.import_file(path)["documents"] == 6
+    again = project.import_file(path)
+    assert again["documents"] == 0 and again["reviews"] == 0
+    finals = project.store.final_labels()
+    assert {r["provenance"] for r in finals.values()} == {"human-labelled"}
+    bad = tmp_path / "bad.jsonl"
+    write_jsonl(bad, [{"id": "x1", "text": "a", "label": "sport"}, {"id": "x2", "text": "b", "label": "weather"}])
+    with pytest.raises(DataError) as err:
+        project.import_file(bad)
+    assert "bad.jsonl" in str(err.value) and "row 2" in err.value.format() and "label" in err.value.format()
+
+
+def test_import_reviews_long_table(tmp_path):
+    project = single_project(tmp_path)
+    project.import_file(write_jsonl(tmp_path / "d.jsonl", topic_rows(3, labelled=False)))
+    table = tmp_path / "reviews.csv"
+    table.write_text("id,system,label,reviewer,decision\nd0,gpt,sport,ann,Y\nd0,llama,business,ann,N\n"
+                     "d1,gpt,tech,bob,\nd2,gpt,sport,ann,yes\nd2,llama,tech,bob,accepted\n", encoding="utf-8")
+    out = project.import_file(table, kind="reviews")
+    assert out["proposals"] == 5 and out["reviews"] == 4
+    finals = project.store.final_labels()
+    assert json.loads(finals["d0"]["label"]) == "sport" and finals["d0"]["provenance"] == "human-verified"
+    assert finals["d2"]["provenance"] == "conflict" and finals["d2"]["label"] is None  # two different accepts
+    assert "d1" not in finals and [q["doc_id"] for q in project.store.queued()] == ["d1", "d2"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("id,system,label,decision\nd0,gpt,sport,maybe\n", encoding="utf-8")
+    with pytest.raises(DataError, match="neither accept"):
+        project.import_file(bad, kind="reviews")
+    unknown = tmp_path / "unknown.csv"
+    unknown.write_text("id,system,label\nzz,gpt,sport\n", encoding="utf-8")
+    with pytest.raises(DataError, match="not in the project") as err:
+        project.import_file(unknown, kind="reviews")
+    assert "row 1" in err.value.format()
+
+
+@pytest.mark.parametrize("kind,proposal,reject_all", [
+    ("single", "sport", (None, "human-rejected")),
+    ("multi", ["sport", "tech"], ([], "human-verified")),
+    ("dimensions", {"happiness": "high"}, ({}, "human-verified")),
+])
+def test_review_rules_accept_correct_reject_undo(tmp_path, kind, proposal, reject_all):
+    project = Project.init(tmp_path / kind, make_codebook(kind))
+    store = project.store
+    store.add_documents([{"id": "a", "text": "t"}], source="test")
+    run_id, _ = store.start_run("propose", system="s", fingerprint="f")
+    store.add_proposals([{"doc_id": "a", "system": "s", "label": proposal, "probability": 0.8}], run_id=run_id)
+    pid = store.proposal_index(run_id)[("a", "s")]
+
+    def final():
+        row = store.final_labels()["a"]
+        return (None if row["label"] is None else json.loads(row["label"])), row["provenance"]
+
+    store.add_reviews([{"doc_id": "a", "proposal_id": pid, "decision": "accept", "reviewer": "ann"}], source="web")
+    assert final() == (proposal, "human-verified")
+    correction = {"single": "tech", "multi": ["business"], "dimensions": {"happiness": "low"}}[kind]
+    store.add_reviews([{"doc_id": "a", "decision": "correct", "label": correction, "reviewer": "ann"}], source="web")
+    assert final() == (correction, "human-corrected")
+    store.add_reviews([{"doc_id": "a", "decision": "reject", "reviewer": "ann"}], source="web")
+    assert final() == reject_all
+    assert store.undo_last("ann") == "a"
+    assert final() == (correction, "human-corrected")
+    assert store.undo_last("ann") == "a" and store.undo_last("ann") == "a"
+    assert store.undo_last("ann") is None and "a" not in store.final_labels()
+    assert [q["doc_id"] for q in store.queued()] == ["a"]  # back on the queue after undo
+    assert len(store.reviews(active=False)) == 3  # undo keeps the history
+
+
+def test_two_reviewers_get_different_documents(tmp_path):
+    project = single_project(tmp_path)
+    store = project.store
+    store.add_documents(topic_rows(3, labelled=False), source="t")
+    store.enqueue([("d0", "x", 0.0), ("d1", "x", 0.0), ("d2", "x", 0.0)])
+    first, second = store.next_for("ann"), store.next_for("bob")
+    assert first["doc_id"] != second["doc_id"]
+    assert store.next_for("ann")["doc_id"] == first["doc_id"]  # the lease holds across page loads
+
+
+# ---------------------------------------------------------------------- propose, label, route
+def test_propose_label_route_resume_and_human_labels_win(tmp_path):
+    project = single_project(tmp_path, systems=TFIDF)
+    project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(100)))
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(40, labelled=False, start=100)))
+    with pytest.raises(ConfigError, match="no system named"):
+        project.propose(["nope"])
+    proposed = project.propose(["tfidf"], sample=10)
+    assert proposed["tfidf"]["proposed"] == 10 and project.store.queue_size() == 10
+    more = project.propose(["tfidf"], sample=35)  # a new sample, without the documents proposed for already
+    assert more["tfidf"]["proposed"] == 30 and more["tfidf"]["run"] != proposed["tfidf"]["run"]
+    assert project.store.queue_size() == 40
+    run_id, _ = project.store.start_run("propose", system="tfidf", fingerprint="interrupted")
+    project.store.set_run_settings(run_id, {"sample": ["d100", "d101"]})
+
+    first = project.label(limit=15)
+    assert first["labelled"] == 15
+    rest = project.label()
+    assert rest["resumed"] and rest["run"] == first["run"] and rest["labelled"] == 140 - 15
+    proposals = project.store.run_proposals([first["run"]])
+    assert len(proposals) == len({p["doc_id"] for p in proposals}) == 140
+    finals = project.store.final_labels()
+    assert sum(r["provenance"] == "human-labelled" for r in finals.values()) == 100
+    assert sum(r["provenance"] == "model" for r in finals.values()) == 40
+    model_doc = next(d for d, r in finals.items() if r["provenance"] == "model")
+    project.store.add_reviews([{"doc_id": model_doc, "decision": "correct", "label": "business", "reviewer": "ann"}],
+                              source="web")
+    again = project.label()  # more human labels: a new model, a new run over every document
+    assert not again["resumed"] and again["run"] != first["run"] and again["labelled"] == 140
+    assert project.store.final_labels()[model_doc]["provenance"] == "human-corrected"
+    assert project.label()["labelled"] == 0
+
+    held = project.route(precision=0.5)
+    assert held["precision_measured"] >= 0.5 and held["holdout_docs"] == round(101 * 0.2)
+    with pytest.raises(ConfigError, match="not both"):
+        project.route(threshold=0.5, precision=0.5)
+    everything = project.route(threshold=1.0)
+    assert everything["queue_size"] == 39  # every model label; the corrected document never returns
+
+
+def test_train_fine_tunes_on_human_labels_and_label_reuses_the_run(tmp_path, tiny_model_dir):
+    head = (f'\n[[systems]]\nname = "head"\ntype = "head"\nmodel = "{tiny_model_dir}"\nepochs = 1\nbatch_size = 4\n'
+            'max_text_tokens = 32\ndtype = "fp32"\nr = 4\n\n[label]\nsystem = "head"\nholdout = 0.2\n')
+    project = single_project(tmp_path, systems=head)
+    project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(30)))
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(6, labelled=False, start=30)))
+    trained = project.train()
+    assert trained["train_docs"] == 24 and trained["holdout_docs"] == 6
+    run = tmp_path / "p" / "runs" / "head"
+    assert trained["run"].startswith(str(run)) and (tmp_path / trained["run"]).exists()
+    assert [r["kind"] for r in project.store.runs()][-1] == "train"
+    before = sorted(p.name for p in run.iterdir())
+    out = project.label()
+    assert out["labelled"] == 36 and sorted(p.name for p in run.iterdir()) == before  # no second training
+    probs = [p["probability"] for p in project.store.run_proposals([out["run"]])]
+    assert all(0 < p <= 1 for p in probs)
+
+
+def test_choose_threshold():
+    pairs = [(0.9, True), (0.8, True), (0.7, False), (0.6, True), (0.5, False), (0.5, True)]
+    assert choose_threshold(pairs, 1.0) == (0.8, 1.0, 2 / 6)
+    assert choose_threshold(pairs, 0.75) == (0.6, 0.75, 4 / 6)
+    assert choose_threshold(pairs, 0.6) == (0.5, 4 / 6, 1.0)
+    assert choose_threshold([(0.9, False)], 0.5) is None
+
+
+def test_trainable_system_needs_human_labels(tmp_path):
+    project = single_project(tmp_path, systems=TFIDF)
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(5, labelled=False)))
+    with pytest.raises(ConfigError, match="no human-verified labels|none yet"):
+        project.label()
+
+
+# ---------------------------------------------------------------------- export, status, stores, CLI
+def test_export_formats_and_status(tmp_path):
+    project = single_project(tmp_path, systems=TFIDF)
+    project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(12)))
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(6, labelled=False, start=12)))
+    project.label()
+    for suffix in ("csv", "jsonl", "parquet"):
+        out = project.export(tmp_path / f"labels.{suffix}")
+        assert out["rows"] == 18 and out["provenance"] == {"human-labelled": 12, "model": 6}
+    rows = [json.loads(line) for line in (tmp_path / "labels.jsonl").open()]
+    assert set(rows[0]) == {"id", "text", "label", "provenance", "source", "probability", "run", "proposals"}
+    assert pd.read_parquet(tmp_path / "labels.parquet").provenance.tolist() == [r["provenance"] for r in rows]
+    with pytest.raises(ConfigError, match="export format"):
+        project.export(tmp_path / "labels.txt")
+    status = project.status()
+    assert status["documents"] == 18 and status["states"]["model"] == 6 and status["queue"] == 0
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_store_backends_run_the_same_workflow(tmp_path, backend):
+    if backend == "postgresql":
+        if not PG_URL:
+            if os.environ.get("CI"):
+                pytest.fail("ANNOTUNE_TEST_POSTGRES is not set: .ci/run starts a PostgreSQL server")
+            pytest.skip("needs a PostgreSQL server: ANNOTUNE_TEST_POSTGRES=$(.ci/postgres.sh start DIR)")
+        import sqlalchemy as sa
+
+        engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+        with engine.begin() as conn:  # a clean schema for this test
+            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        engine.dispose()
+    store = PG_URL if backend == "postgresql" else None
+    project = single_project(tmp_path, store=store, systems=TFIDF)
+    assert project.store.display_url.startswith("postgresql" if store else "sqlite")
+    project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(15)))
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(5, labelled=False, start=15)))
+    assert project.label()["labelled"] == 20
+    second = Project.open(tmp_path / "p", store=store)  # a second process on the same store
+    assert second.label()["labelled"] == 0
+    second.store.add_reviews([{"doc_id": "d15", "decision": "correct", "label": "tech", "reviewer": "bob"}],
+                             source="web")
+    assert project.store.final_labels()["d15"]["provenance"] == "human-corrected"
+    assert project.status()["states"]["model"] == 4
+    second.close()
+    project.close()
+
+
+def test_store_refuses_a_newer_schema(tmp_path):
+    import sqlalchemy as sa
+
+    project = single_project(tmp_path)
+    with project.store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE meta SET value = '99' WHERE key = 'schema_version'"))
+    project.close()
+    with pytest.raises(ConfigError, match="newer"):
+        Project.open(tmp_path / "p")
+
+
+def test_cli_workflow(tmp_path):
+    runner = CliRunner()
+    folder = tmp_path / "proj"
+    codebook = tmp_path / "codebook.toml"
+    codebook.write_text(TOPICS_CODEBOOK, encoding="utf-8")
+    assert runner.invoke(app, ["init", str(folder), "--codebook", str(codebook)]).exit_code == 0
+    again = runner.invoke(app, ["init", str(folder), "--codebook", str(codebook)])
+    assert again.exit_code == 2 and "already holds" in again.output
+    cfg = folder / "annotune-project.toml"
+    cfg.write_text(cfg.read_text().split("[[systems]]")[0] + TFIDF, encoding="utf-8")
+    docs = write_jsonl(tmp_path / "d.jsonl", topic_rows(12))
+    pool = write_jsonl(tmp_path / "pool.jsonl", topic_rows(6, labelled=False, start=12))
+    for path in (docs, pool):
+        result = runner.invoke(app, ["import", str(folder), path])
+        assert result.exit_code == 0, result.output
+    result = runner.invoke(app, ["label", str(folder), "-q"])
+    assert result.exit_code == 0 and "labelled 18 documents" in result.output, result.output
+    result = runner.invoke(app, ["route", str(folder), "--threshold", "0.99"])
+    assert result.exit_code == 0 and "in the review queue" in result.output
+    result = runner.invoke(app, ["export", str(folder), str(tmp_path / "out.csv")])
+    assert result.exit_code == 0 and "18 documents" in result.output
+    result = runner.invoke(app, ["status", str(folder), "--json"])
+    assert result.exit_code == 0 and json.loads(result.output)["documents"] == 18
+    missing = runner.invoke(app, ["status", str(tmp_path / "nowhere")])
+    assert missing.exit_code == 2 and "not an annotune project" in missing.output
+    bad = runner.invoke(app, ["import", str(folder), path, "--kind", "reviews", "--field", "id"])
+    assert bad.exit_code == 2 and "FIELD=COLUMN" in bad.output
+
