@@ -296,6 +296,8 @@ def test_export_formats_and_status(tmp_path):
         project.export(tmp_path / "labels.txt")
     status = project.status()
     assert status["documents"] == 18 and status["states"]["model"] == 6 and status["queue"] == 0
+    (pair,) = status["agreement"]  # the labeller against the humans: on its held-out documents only
+    assert (pair["a"], pair["b"], pair["docs"]) == ("human labels", "tfidf", 2)
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

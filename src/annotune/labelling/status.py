@@ -2,6 +2,7 @@
 take, each proposer's acceptance rate, and agreement (Cohen's κ from scikit-learn, Krippendorff's α from
 `krippendorff`, nominal) between proposers and between each proposer and the human labels.
 
+A labeller trained on the human labels (a `label` run) is compared with them on its held-out documents only.
 Agreement is computed on cells: one per document for single-label tasks, one per (document, label) or
 (document, dimension) otherwise, "absent" included — so two proposers that both leave most dimensions out
 agree on those cells, as the seed paper's accD does; κ corrects for that chance agreement.
@@ -56,11 +57,17 @@ def status(store: LabelStore) -> dict:
     for p in proposals:  # the newest proposal of each system for each document
         if p["label"] is not None:
             by_source.setdefault(p["system"], {})[p["doc_id"]] = p["label"]
+    # a labeller trained on the human labels is compared with them on its held-out documents only
+    held_out = {r["system"]: set(json.loads(r["settings"] or "{}").get("holdout", []))
+                for r in runs if r["kind"] == "label"}
     by_source[HUMANS] = {d: r["label"] for d, r in finals.items() if r["provenance"] in HUMAN and r["label"]}
     accept = _acceptance(store)
     pairs = []
     for a, b in combinations(sorted(by_source), 2):
-        common = sorted(set(by_source[a]) & set(by_source[b]))
+        common = set(by_source[a]) & set(by_source[b])
+        if HUMANS in (a, b) and (a if b == HUMANS else b) in held_out:
+            common &= held_out[a if b == HUMANS else b]
+        common = sorted(common)
         if not common:
             continue
         ca = [c for d in common for c in cells(store, by_source[a][d])]

@@ -251,7 +251,7 @@ class ApiBackend(Backend):
         detail = " ".join(self.redact(str(error_detail(text) or "")).split())[:200]
         return f"{failure}: {detail}" if detail else failure
 
-    def _run(self, reqs: list[ApiRequest], progress: bool, desc: str) -> list[ApiResult]:
+    def send_requests(self, reqs: list[ApiRequest], progress: bool, desc: str) -> list[ApiResult]:
         """Send ``reqs`` ``concurrency`` at a time; the first fatal error stops the rest and is raised."""
         from tqdm.auto import tqdm
 
@@ -304,7 +304,7 @@ class ApiBackend(Backend):
         coverage: list[float] = []
         if answer == "generate":
             reqs = self.requests(docs, builder, "generate")
-            results = self._run(reqs, progress, f"{self.model} generate")
+            results = self.send_requests(reqs, progress, f"{self.model} generate")
             used += results
             for r, res in zip(reqs, results):
                 preds[r.doc] = self._parsed(docs[r.doc].id, res, cb)
@@ -313,7 +313,7 @@ class ApiBackend(Backend):
             reqs = self.requests(docs, builder, "constrained")
             per_doc = len(questions)
             # probe the first document: an endpoint that ignores logprobs is not asked every question
-            first = self._run(reqs[:per_doc], progress=False, desc="probe") if docs else []
+            first = self.send_requests(reqs[:per_doc], progress=False, desc="probe") if docs else []
             answered = [(res, q) for res, q in zip(first, questions) if res.response is not None]
             probe_ok = not answered or any(
                 option_probs(response_message(res.response)[1], q.options, structured=self.structured)[0] is not None
@@ -324,7 +324,7 @@ class ApiBackend(Backend):
                 used += first
                 fallback = list(range(len(docs)))
             else:
-                rest = self._run(reqs[per_doc:], progress, f"{self.model} constrained")
+                rest = self.send_requests(reqs[per_doc:], progress, f"{self.model} constrained")
                 results = first + rest
                 used += results
                 for d in range(len(docs)):
@@ -339,7 +339,7 @@ class ApiBackend(Backend):
             if fallback:
                 sub = [docs[d] for d in fallback]
                 fb_reqs = self.requests(sub, builder, "generate")
-                fb_results = self._run(fb_reqs, progress, f"{self.model} fallback")
+                fb_results = self.send_requests(fb_reqs, progress, f"{self.model} fallback")
                 used += fb_results
                 for r, res in zip(fb_reqs, fb_results):
                     preds[fallback[r.doc]] = self._parsed(sub[r.doc].id, res, cb)

@@ -1,0 +1,50 @@
+"""LLM-as-a-judge whose own reliability is measured (issue 12).
+
+- `rubric`: `Rubric` (criteria, integer scale, reference shown or not), the chat asking for a JSON
+  verdict, and `parse_verdict`, which reads what judges write and never guesses (an unparsed verdict is
+  counted and reported, never scored);
+- `scores`: the probability-weighted score at a score token (`expected_score`), repeated-judging
+  statistics (`repeat_stats`), position and length bias, agreement between judges or with humans
+  (Spearman ρ, Krippendorff's α);
+- `judge`: `Judge`, k seeded repeats (answer order rotated per repeat) through a local model or any
+  OpenAI-compatible endpoint, with expected scores from log-probabilities where the backend gives them.
+"""
+
+from annotune.judging.judge import (
+    ApiJudgeBackend,
+    Completion,
+    Judge,
+    JudgeBackend,
+    JudgeCallError,
+    JudgeConfig,
+    JudgedRepeat,
+    Judgement,
+    LocalJudgeBackend,
+    TokenLogprobs,
+    expected_from_tokens,
+    judgement_stats,
+    pair_position_bias,
+    unparsed_reasons,
+)
+from annotune.judging.rubric import Criterion, Rubric, Verdict, parse_verdict
+from annotune.judging.scores import (
+    Agreement,
+    Correlation,
+    PositionBias,
+    RepeatStats,
+    agreement,
+    expected_score,
+    length_bias,
+    position_bias,
+    position_bias_from_scores,
+    repeat_stats,
+    score_distribution,
+)
+
+__all__ = [
+    "Agreement", "ApiJudgeBackend", "Completion", "Correlation", "Criterion", "Judge", "JudgeBackend",
+    "JudgeCallError", "JudgeConfig", "JudgedRepeat", "Judgement", "LocalJudgeBackend", "PositionBias",
+    "RepeatStats", "Rubric", "TokenLogprobs", "Verdict", "agreement", "expected_from_tokens", "expected_score",
+    "judgement_stats", "length_bias", "pair_position_bias", "parse_verdict", "position_bias",
+    "position_bias_from_scores", "repeat_stats", "score_distribution", "unparsed_reasons",
+]
