@@ -325,6 +325,20 @@ def test_store_backends_run_the_same_workflow(tmp_path, backend):
                              source="web")
     assert project.store.final_labels()["d15"]["provenance"] == "human-corrected"
     assert project.status()["states"]["model"] == 4
+    # two reviewers writing about the same documents at the same moment: nothing lost, no error
+    from concurrent.futures import ThreadPoolExecutor
+
+    def review(args):
+        store, reviewer = args
+        for doc in ("d16", "d17", "d18"):
+            store.add_reviews([{"doc_id": doc, "decision": "correct", "label": "sport", "reviewer": reviewer}],
+                              source="web")
+
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(review, [(project.store, "ann"), (second.store, "bob")]))
+    finals = project.store.final_labels()
+    assert all(finals[d]["provenance"] == "human-corrected" for d in ("d16", "d17", "d18"))
+    assert sum(r["doc_id"] in ("d16", "d17", "d18") for r in project.store.reviews()) == 6
     second.close()
     project.close()
 

@@ -7,7 +7,8 @@
   statistics (`repeat_stats`), position and length bias, agreement between judges or with humans
   (Spearman ρ, Krippendorff's α);
 - `judge`: `Judge`, k seeded repeats (answer order rotated per repeat) through a local model or any
-  OpenAI-compatible endpoint, with expected scores from log-probabilities where the backend gives them.
+  OpenAI-compatible endpoint, with expected scores from log-probabilities where the backend gives them;
+- `run`: `judge_file`, the answer columns of a data file judged and the judge measured (``annotune judge``).
 """
 
 from annotune.judging.judge import (
@@ -27,6 +28,7 @@ from annotune.judging.judge import (
     unparsed_reasons,
 )
 from annotune.judging.rubric import Criterion, Rubric, Verdict, parse_verdict
+from annotune.judging.run import judge_file, load_rubric, parse_human_fields
 from annotune.judging.scores import (
     Agreement,
     Correlation,
@@ -45,6 +47,6 @@ __all__ = [
     "Agreement", "ApiJudgeBackend", "Completion", "Correlation", "Criterion", "Judge", "JudgeBackend",
     "JudgeCallError", "JudgeConfig", "JudgedRepeat", "Judgement", "LocalJudgeBackend", "PositionBias",
     "RepeatStats", "Rubric", "TokenLogprobs", "Verdict", "agreement", "expected_from_tokens", "expected_score",
-    "judgement_stats", "length_bias", "pair_position_bias", "parse_verdict", "position_bias",
-    "position_bias_from_scores", "repeat_stats", "score_distribution", "unparsed_reasons",
+    "judge_file", "judgement_stats", "length_bias", "load_rubric", "pair_position_bias", "parse_human_fields",
+    "parse_verdict", "position_bias", "position_bias_from_scores", "repeat_stats", "score_distribution", "unparsed_reasons",
 ]

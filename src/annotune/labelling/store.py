@@ -30,13 +30,27 @@ def chunked(items: list, size: int = 500) -> Iterable[list]:
         yield items[i:i + size]
 
 
-def insert_ignore(conn, table):
-    """INSERT that skips rows whose key exists (SQLite and PostgreSQL: ON CONFLICT DO NOTHING)."""
+def dialect_insert(conn, table):
+    """The INSERT of the connection's dialect (SQLite and PostgreSQL both have ON CONFLICT)."""
     if conn.dialect.name == "postgresql":
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    return insert(table).on_conflict_do_nothing()
+    return insert(table)
+
+
+def insert_ignore(conn, table):
+    """INSERT that skips rows whose key exists."""
+    return dialect_insert(conn, table).on_conflict_do_nothing()
+
+
+def upsert_labels(conn, rows: list[dict], *, only_over_model: bool = False) -> None:
+    """Write final labels, replacing a document's row if another writer made one meanwhile (``only_over_model``:
+    never replacing a human label)."""
+    stmt = dialect_insert(conn, S.labels)
+    columns = {c: stmt.excluded[c] for c in ("label", "provenance", "system", "run_id", "probability", "updated_at")}
+    where = S.labels.c.provenance == "model" if only_over_model else None
+    conn.execute(stmt.on_conflict_do_update(index_elements=["doc_id"], set_=columns, where=where), rows)
 
 
 class LabelStore:
@@ -170,7 +184,7 @@ class LabelStore:
                   "run_id": run_id, "probability": r["probability"], "updated_at": now}
                  for r in rows if r["doc_id"] not in human]
         if model:
-            conn.execute(S.labels.insert(), model)
+            upsert_labels(conn, model, only_over_model=True)
 
     def proposal_ids_done(self, run_id: int) -> set[str]:
         with self.engine.connect() as conn:
@@ -262,7 +276,7 @@ class LabelStore:
                     if outcome.provenance in HUMAN or outcome.provenance == "human-rejected":
                         conn.execute(S.queue.delete().where(S.queue.c.doc_id == doc_id))
             if rows:
-                conn.execute(S.labels.insert(), rows)
+                upsert_labels(conn, rows)
 
     def _latest_model_labels(self, conn, doc_ids: list[str]) -> dict[str, Resolved]:
         query = (sa.select(S.proposals).join(S.runs, S.runs.c.id == S.proposals.c.run_id)
