@@ -11,15 +11,6 @@ from annotune.cli.app import app, console, log, user_errors
 from annotune.cli.labelling import open_project, project_argument, store_option
 
 
-def is_loopback(host: str) -> bool:
-    import ipaddress
-
-    try:
-        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
 def page_url(host: str, port: int, token: str) -> str:
     """The URL to open: an unspecified address (0.0.0.0, ::) is reached as this machine's loopback."""
     shown = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
@@ -47,6 +38,7 @@ def review(
     from annotune.errors import ConfigError
     from annotune.labelling.review_app import MAX_REVIEWER, clean_reviewer, create_review_app
     from annotune.serve import bind_socket, run_server
+    from annotune.serve.server import is_loopback
 
     if not is_loopback(host) and not allow_remote:
         raise ConfigError(f"refusing to serve the review page on {host}, which other machines can reach: pass "

@@ -27,24 +27,18 @@ def serve(
 ):
     """Serve a local or fine-tuned model through an OpenAI-compatible API (/v1/chat/completions,
     /v1/models), with logprobs and label-enum constraints, so any OpenAI client can use it."""
-    import ipaddress
-
     quiet_libraries()
     from annotune.backends.local import LocalBackend
     from annotune.errors import ConfigError
     from annotune.serve import bind_socket, create_app, run_server
-    from annotune.serve.server import url_of
+    from annotune.serve.server import is_loopback, url_of
 
     token = None
     if token_env:
         token = os.environ.get(token_env, "").strip()
         if not token:
             raise ConfigError(f"the environment variable {token_env} (--token-env) is not set")
-    try:
-        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        loopback = False
-    if not loopback and not token:
+    if not is_loopback(host) and not token:
         log(f"warning: serving on {host} without a bearer token: anyone who can reach this address can use "
             "the model (use --token-env)")
     sock = bind_socket(host, port)

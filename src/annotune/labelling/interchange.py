@@ -65,7 +65,7 @@ def export(store: LabelStore, path: Path, fmt: str | None = None) -> dict:
         import pandas as pd
 
         frame = pd.DataFrame(rows)
-        frame["label"] = [cell(store, v) for v in frame["label"]]
+        frame["label"] = [cell(v) for v in frame["label"]]
         frame["run"] = frame["run"].astype("Int64")  # run ids stay integers next to empty cells
         if fmt == "csv":
             frame.to_csv(tmp, index=False)
@@ -180,7 +180,7 @@ def store_entries(store: LabelStore, path: Path, kind: str, entries: list) -> Im
     return summary
 
 
-def cell(store: LabelStore, label) -> str | None:
+def cell(label) -> str | None:
     """A label in one table cell: the name (single), ``a; b`` (multi), a JSON object (dimensions)."""
     if label is None:
         return None

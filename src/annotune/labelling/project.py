@@ -166,7 +166,7 @@ def run_context(cfg: ProjectConfig, *, progress: bool, log: Callable[[str], None
                       source=cfg.source, progress=progress, log=log, models=models or ModelPool())
 
 
-def build_system(cfg: ProjectConfig, config: SystemConfig, context: RunContext) -> System:
+def build_system(config: SystemConfig, context: RunContext) -> System:
     return system_types()[config.type](config, context)
 
 

@@ -74,7 +74,7 @@ class Labeller:
             os.chdir(cwd)
         cfg = load_project_config(project_file)
         self.codebook = cfg.codebook
-        target = build_system(cfg, cfg.system(system), run_context(cfg, progress=False, log=lambda m: None))
+        target = build_system(cfg.system(system), run_context(cfg, progress=False, log=lambda m: None))
         if json.dumps(target.config.settings(), sort_keys=True, default=str) != settings:
             raise ConfigError(f"system {system!r} changed in the project file while labelling: run it again",
                               file=cfg.source)

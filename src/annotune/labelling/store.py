@@ -161,8 +161,10 @@ class LabelStore:
         ``final``: they are model labels, which become the final label of documents no human decided."""
         now = time.time()
         with self.engine.begin() as conn:
-            have = set(conn.execute(sa.select(S.proposals.c.doc_id, S.proposals.c.system)
-                                    .where(S.proposals.c.run_id == run_id)).all())
+            have = set()
+            for part in chunked(sorted({r["doc_id"] for r in rows})):  # only this batch's documents
+                have |= set(conn.execute(sa.select(S.proposals.c.doc_id, S.proposals.c.system).where(
+                    S.proposals.c.run_id == run_id, S.proposals.c.doc_id.in_(part))).all())
             new = [{"doc_id": r["doc_id"], "system": r["system"], "run_id": run_id, "label": dumps(r.get("label")),
                     "raw": r.get("raw"), "probability": r.get("probability"), "probs": dumps(r.get("probs")),
                     "model_fingerprint": r.get("model_fingerprint"), "prompt_hash": r.get("prompt_hash"),
@@ -175,16 +177,11 @@ class LabelStore:
         return len(new)
 
     def _set_model_labels(self, conn, rows: list[dict], run_id: int) -> None:
-        ids = [r["doc_id"] for r in rows]
-        human = set(conn.execute(sa.select(S.labels.c.doc_id).where(
-            S.labels.c.doc_id.in_(ids), S.labels.c.provenance != "model")).scalars())
-        conn.execute(S.labels.delete().where(S.labels.c.doc_id.in_(ids), S.labels.c.provenance == "model"))
+        """Model labels become final labels, replacing older model labels and never a human one."""
         now = time.time()
-        model = [{"doc_id": r["doc_id"], "label": r["label"], "provenance": "model", "system": r["system"],
-                  "run_id": run_id, "probability": r["probability"], "updated_at": now}
-                 for r in rows if r["doc_id"] not in human]
-        if model:
-            upsert_labels(conn, model, only_over_model=True)
+        upsert_labels(conn, [{"doc_id": r["doc_id"], "label": r["label"], "provenance": "model", "system": r["system"],
+                              "run_id": run_id, "probability": r["probability"], "updated_at": now} for r in rows],
+                      only_over_model=True)
 
     def proposal_ids_done(self, run_id: int) -> set[str]:
         with self.engine.connect() as conn:
@@ -215,7 +212,7 @@ class LabelStore:
         """Append reviews (``doc_id``, ``decision``, ``reviewer``, optional ``proposal_id``, ``item``, ``label``
         JSON data, ``note``, ``external_key``, ``created_at``); a review whose ``external_key`` is already stored
         is skipped (re-importing a file adds nothing). Returns how many were added."""
-        added = 0
+        added, touched = 0, set()
         now = time.time()
         with self.engine.begin() as conn:
             for part in chunked(rows, 2000):
@@ -230,7 +227,8 @@ class LabelStore:
                 if new:
                     conn.execute(S.reviews.insert(), new)
                     added += len(new)
-                    self._resolve(conn, sorted({r["doc_id"] for r in new}))
+                    touched |= {r["doc_id"] for r in new}
+            self._resolve(conn, sorted(touched))  # once per document, after all its new reviews
         return added
 
     def undo_last(self, reviewer: str) -> str | None:

@@ -96,7 +96,7 @@ class Project:
                 ) -> tuple[System, dict, Dataset, Dataset | None]:
         """(system, identity, its training documents, holdout), checked before any work starts."""
         config = name if isinstance(name, SystemConfig) else self.cfg.system(name, role=role)
-        system = build_system(self.cfg, config, self.context)
+        system = build_system(config, self.context)
         index = self.cfg.systems.index(config) + 1 if config in self.cfg.systems else 0
         identity = system.preflight(index)
         train, holdout = self.human_dataset()
@@ -216,10 +216,10 @@ class Project:
                     ray_address: str | None = None, workers: int = 1) -> int:
         from annotune.labelling.engines import label_batches
 
-        size = batch_size or self.cfg.label.batch_size
-        added = 0
         from tqdm.auto import tqdm
 
+        size = batch_size or self.cfg.label.batch_size
+        added = 0
         with tqdm(total=len(ids), desc=f"{system.name}", unit="doc", disable=not self.progress) as bar:
             for preds in label_batches(self, system, train, ids, size, engine=engine, ray_address=ray_address,
                                        workers=workers):

@@ -26,6 +26,16 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     return sock
 
 
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or address, IPv6 possibly in brackets) is reachable from this machine only."""
+    import ipaddress
+
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def url_of(sock: socket.socket) -> str:
     """The OpenAI base URL (``http://host:port/v1``) of a bound socket."""
     host, port = sock.getsockname()[:2]
