@@ -255,8 +255,41 @@ def test_tiny_local_judge_counts_unparsed_verdicts(engine):
     assert (st.judgements, st.unparsed, st.items_scored, st.mean) == (6, 6, 0, None)
     assert pair_position_bias(done).decided == 0
     assert Judge(LocalJudgeBackend(engine=engine), seed=5).orders("What is asthma?", 2) == orders  # seeded
+
+    class TextOnly:
+        name, deterministic = "text-only", True
+
     with pytest.raises(ConfigError, match="structured"):
-        Judge(LocalJudgeBackend(engine=engine), structured=True)
+        Judge(TextOnly(), structured=True)
+
+
+def test_tiny_local_judge_guided_verdicts_always_parse(engine):
+    """structured on a local judge: annotune writes the verdict's JSON and the model chooses each score; the
+    expected score is the mean over the scale's values with the model's own probabilities after the
+    verdict written so far, "1" and "10" told apart by the closing quote."""
+    import numpy as np
+
+    judge = Judge(LocalJudgeBackend(engine=engine), rubric=R3, repeats=2, seed=5, structured=True)
+    single, pair = judge.judge_many(ITEMS)
+    for j in (single, pair):
+        assert j.unparsed == 0 and all(rep.logprobs for rep in j.repeats)
+    rep = single.repeats[0]
+    assert single.repeats[1].reused and rep.raw.startswith('{"correctness": "') and rep.raw.endswith('"}')
+    values = [str(v) for v in range(1, 11)]
+    q, answers, ref = ITEMS[0]
+    prompt = engine.encode_chat(R3.messages(q, answers, ref))
+    written = "{"
+    for i, crit in enumerate(R3.names):
+        written += (", " if i else "") + f'"{crit}": "'
+        lps = engine.score_options(prompt + engine.encode(written), values, end_of_turn='"').logprobs
+        probs = np.exp(lps) / np.exp(lps).sum()
+        assert rep.scores[0][crit] == int(values[int(lps.argmax())])
+        assert rep.expected[0][crit] == pytest.approx(sum((i + 1) * p for i, p in enumerate(probs)), abs=1e-6)
+        assert rep.mass[0][crit] == pytest.approx(float(np.exp(lps).sum()), rel=1e-4)
+        written += f'{rep.scores[0][crit]}"'
+    for rep in pair.repeats:  # both answers scored in each order, mapped back to the original answers
+        assert sorted(rep.scores) == [0, 1] and rep.raw.startswith('{"A": {"correctness": "')
+    assert pair_position_bias([pair]).pairs == 1
 
 
 # ------------------------------------------------------------------------------ over HTTP

@@ -264,7 +264,8 @@ def test_report_wording_comes_from_the_task_kinds():
         assert results_task({"task": {"task": {"kind": kind}}}) is task
         assert primary_key({"task": {"task": {"kind": kind}}, "systems": [{"metrics": {}}]}) == task.primary_metric
         assert PRIMARY_NAMES[task.primary_metric] == primary_name(task.primary_metric) == task.primary_name
-    assert PRIMARY_NAMES == {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1"}
+    assert PRIMARY_NAMES == {"macro_f1": "macro-F1", "micro_f1": "micro-F1", "intensity_micro_f1": "intensity micro-F1",
+                             "rouge_l": "ROUGE-L"}
     assert primary_name("accD") == "accD"
 
 

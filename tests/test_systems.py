@@ -35,6 +35,7 @@ def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str) -> dict[s
                       'dtype = "fp32", max_length = 128}'),
         "tfidf": 'type = "tfidf"\nC = 2.0',
         "predictions": f'type = "predictions"\npath = "{preds.name}"',
+        "reference": 'type = "reference"',
         "api": f'type = "api"\nbase_url = "{base_url}"\nmodel = "tiny"\nprice = 0\nmax_tokens = 4\nshots = 1',
         "embedding": 'type = "embedding"\nmodel = "minilm"\nC = 1.0\nmax_text_tokens = 32',
         "setfit": 'type = "setfit"\nmax_steps = 2\nbatch_size = 4\nmax_text_tokens = 32',

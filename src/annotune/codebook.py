@@ -141,7 +141,12 @@ class Codebook:
         task_cls = get_task(kind)
 
         raw_labels = data.get("labels") or data.get("dimensions")
-        if not raw_labels:
+        if task_cls.open_answers:
+            if raw_labels:
+                raise fail(f"a {kind!r} codebook has no [[labels]]: its answers are free text (the reference "
+                           "answers sit in the data's label_field)", "labels")
+            raw_labels = []
+        elif not raw_labels:
             raise fail("the codebook defines no labels (add [[labels]] entries)", "labels")
         if isinstance(raw_labels, dict):  # {name: definition} shorthand
             raw_labels = [{"name": k, "definition": v} for k, v in raw_labels.items()]
@@ -197,7 +202,7 @@ class Codebook:
             kind=kind,
             labels=labels,
             instructions=str(task.get("instructions", "")).strip(),
-            text_field=str(task.get("text_field", "text")),
+            text_field=str(task.get("text_field", task_cls.default_text_field)),
             label_field=str(task.get("label_field", task_cls.default_label_field)),
             id_field=str(id_field) if id_field else None,
             source=source,

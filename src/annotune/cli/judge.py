@@ -98,8 +98,9 @@ def judge(
     output: Path = typer.Option(None, "--output", "-o", help="Write the full results (per item, per repeat, raw "
                                 "judge outputs) to this JSON file."),
     max_tokens: int = typer.Option(256, "--max-tokens", min=1, max=8192, help="Token limit of a verdict."),
-    structured: bool = typer.Option(False, "--structured", help="API judge: ask for a JSON-schema verdict "
-                                    "(response_format)."),
+    structured: bool = typer.Option(False, "--structured", help="A JSON-schema verdict: an API judge gets a "
+                                    "response_format; a local judge chooses each score of a verdict annotune "
+                                    "writes (small local models rarely write a verdict on their own)."),
     dtype: str = typer.Option("auto", "--dtype", help="Local judge: auto, bf16, fp16 or fp32."),
     quiet: bool = quiet_option(),
 ):
@@ -110,8 +111,8 @@ def judge(
     from annotune.judging import Judge, judge_file, load_rubric, parse_human_fields
 
     quiet_libraries()
-    if base_url is None and (model or api_key_env or structured):
-        raise ConfigError("--model, --api-key-env and --structured are for an API judge (--base-url)",
+    if base_url is None and (model or api_key_env):
+        raise ConfigError("--model and --api-key-env are for an API judge (--base-url)",
                           field="--base-url")
     if base_url is not None:
         if judge_model:
@@ -128,13 +129,13 @@ def judge(
             return Judge("api", base_url=base_url, model=model, api_key_env=api_key_env, rubric=the_rubric,
                          repeats=repeats, seed=seed, max_tokens=max_tokens, structured=structured)
     else:
-        info = {"backend": "local", "model": judge_model or "smollm2", "dtype": dtype}
+        info = {"backend": "local", "model": judge_model or "smollm2", "dtype": dtype, "structured": structured}
 
         def make() -> Judge:
             if not quiet:
                 log(f"loading the judge {info['model']}")
             return Judge("local", model=judge_model or "smollm2", rubric=the_rubric, repeats=repeats, seed=seed,
-                         max_tokens=max_tokens, dtype=dtype)
+                         max_tokens=max_tokens, dtype=dtype, structured=structured)
     result = judge_file(file, answers, judge=make, question_field=question_field,
                         reference_field=None if no_reference else reference_field, pairwise=pairwise,
                         human_fields=humans, limit=limit, progress=not quiet, log=None if quiet else log,

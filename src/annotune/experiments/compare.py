@@ -19,8 +19,9 @@ from annotune.environment import hardware, library_versions
 from annotune.errors import AnnotuneError, ConfigError
 from annotune.evaluation.metrics import evaluate
 from annotune.experiments.config import ExperimentConfig, build_systems
+from annotune.experiments.judged import check_judge, judge_records
 from annotune.experiments.fingerprints import data_fingerprint, fingerprint, ids_sha256, slug
-from annotune.experiments.results import write_predictions_csv
+from annotune.experiments.results import load_finished, write_atomic, write_predictions_csv
 from annotune.systems.base import ModelPool, RunContext, System
 from annotune.tasks.labels import label_to_json
 
@@ -71,23 +72,6 @@ def system_record(system: System, fp: str, preds, stats, metrics: dict, train: D
     }
 
 
-def load_finished(store: Path, fp: str) -> dict | None:
-    """A finished result saved at ``store`` if its fingerprint is ``fp`` (a damaged file is not trusted)."""
-    if not store.exists():
-        return None
-    try:
-        saved = json.loads(store.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fp else None
-
-
-def write_atomic(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False, default=str), encoding="utf-8")
-    tmp.replace(path)
-
-
 class Comparison:
     """Runs the systems of an `ExperimentConfig` and writes results.json, predictions.csv and one file per
     finished system."""
@@ -105,8 +89,10 @@ class Comparison:
     def preflight(self, train: Dataset | None = None) -> dict[str, Any]:
         """Check what every system needs before any of them runs (a typo in the last system's model must
         not surface after an hour of the first); returns what identifies each system's inputs."""
+        check_judge(self.cfg)
         index = {s.name: i for i, s in enumerate(self.cfg.systems, start=1)}
         for s in self.systems:
+            s.check_task(index[s.name])
             if train is not None and s.train_size and s.train_size > len(train):
                 own = s.config.train_size is not None
                 raise ConfigError(f"train_size {s.train_size} is larger than the training split ({len(train)} "
@@ -145,12 +131,14 @@ class Comparison:
             records.append(record)
             for warning in metrics.get("warnings") or []:
                 self.log(f"WARNING {system.name}: {warning}")
+        judge_records(cfg, records, test, out, progress=self.progress, log=self.log)
         results = {
             "name": cfg.name,
             "config": str(cfg.source),
             "config_text": cfg.config_text,
             "seed": cfg.seed,
             "model": cfg.model.settings(),
+            "judge": cfg.judge.settings() if cfg.judge is not None else None,
             "task": cfg.codebook.to_dict(),
             "data": {
                 "documents": len(dataset),

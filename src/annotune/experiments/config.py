@@ -20,6 +20,7 @@ from annotune.config import (ANSWER_MODES, DEFAULT_MODEL, ConfigModel, Dtype, co
 from annotune.errors import ConfigError
 from annotune.experiments.fingerprints import slug
 from annotune.finetune.config import FineTuneConfig
+from annotune.judging.judge import JudgeConfig
 from annotune.systems.base import Defaults, System, SystemConfig, system_types
 
 
@@ -143,6 +144,8 @@ class ExperimentConfig(ConfigModel):
     finetune: dict[str, Any] = Field(default_factory=dict, description="[finetune]: hyper-parameters for every "
                                                                        "fine-tuned system and curve point.")
     curve: CurveConfig | None = None
+    judge: JudgeConfig | None = Field(None, description="[judge]: grade every system's free-text answers (qa "
+                                                        "tasks) with an LLM judge; see annotune judge.")
     systems: list[SerializeAsAny[SystemConfig]] = Field(default_factory=list)
     output: Path = Field(description="Output folder (default: runs/<name>).")
     bootstrap: int = Field(1000, ge=0, description="Bootstrap resamples for the intervals (0: none).")

@@ -211,6 +211,10 @@ class Curve:
         if cfg.curve is None:
             raise ConfigError("no [curve] table: add one with sizes = [...] and seeds = [...] (see the README)",
                               file=cfg.source, field="curve")
+        if cfg.codebook.task.open_answers:
+            raise ConfigError(f"learning curves resample counts of labels; a {cfg.codebook.kind!r} task has none "
+                              "(compare fine-tuned systems with different train_size instead)",
+                              file=cfg.source, field="curve")
         self.cfg = cfg
         self.curve: CurveConfig = cfg.curve
         self.progress = progress

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
+from typing import Any
 
 from annotune.codebook import Codebook
 from annotune.data.dataset import Doc
 from annotune.evaluation.formatting import fmt
 from annotune.tasks import get_task
 from annotune.tasks.labels import label_from_json
+
+
+def load_finished(store: Path, fp: str) -> dict | None:
+    """A finished result saved at ``store`` if its fingerprint is ``fp`` (a damaged file is not trusted)."""
+    if not store.exists():
+        return None
+    try:
+        saved = json.loads(store.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return saved if isinstance(saved, dict) and saved.get("fingerprint") == fp else None
+
+
+def write_atomic(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.replace(path)
 
 
 def write_predictions_csv(path: Path, systems: list[dict], docs: list[Doc], codebook: Codebook) -> None:

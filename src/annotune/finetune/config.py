@@ -24,7 +24,8 @@ class FineTuneConfig(ConfigModel):
     batch_size: int = Field(8, ge=1, description="Examples per step.")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(512, ge=16, description="Tokens per example (prompt + answer); documents are cut "
-                                                     "to fit, never answers.")
+                                                     "to max_text_tokens, never labels; a longer free-text (qa) "
+                                                     "answer is cut here.")
     max_text_tokens: int = Field(256, ge=1, description="Document tokens kept in the prompt.")
     warmup_ratio: float = Field(0.05, ge=0, le=1, description="Fraction of steps with a linear warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")

@@ -184,8 +184,9 @@ class FineTuner:
                               processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb])
         progress_cb.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
+        # dev evaluation by the primary metric needs constrained answers; free-text (qa) runs keep the dev loss
         dev_eval = dev_callback(self.codebook, dev_docs, self.builder(), tokenizer, source, Path(output),
-                                cfg.max_text_tokens, log) if dev_docs else None
+                                cfg.max_text_tokens, log) if dev_docs and not self.codebook.task.open_answers else None
         if dev_eval is not None:
             trainer.add_callback(dev_eval)
         info = {"source": source, "device": device, "dtype": dtype, "fit_docs": fit_docs, "dev_docs": dev_docs,

@@ -28,7 +28,7 @@ from annotune.judging.judge import (
     unparsed_reasons,
 )
 from annotune.judging.rubric import Criterion, Rubric, Verdict, parse_verdict
-from annotune.judging.run import judge_file, load_rubric, parse_human_fields
+from annotune.judging.run import column_stats, judge_file, load_rubric, parse_human_fields, reference_hidden
 from annotune.judging.scores import (
     Agreement,
     Correlation,
@@ -44,7 +44,7 @@ from annotune.judging.scores import (
 )
 
 __all__ = [
-    "Agreement", "ApiJudgeBackend", "Completion", "Correlation", "Criterion", "Judge", "JudgeBackend",
+    "Agreement", "ApiJudgeBackend", "column_stats", "reference_hidden", "Completion", "Correlation", "Criterion", "Judge", "JudgeBackend",
     "JudgeCallError", "JudgeConfig", "JudgedRepeat", "Judgement", "LocalJudgeBackend", "PositionBias",
     "RepeatStats", "Rubric", "TokenLogprobs", "Verdict", "agreement", "expected_from_tokens", "expected_score",
     "judge_file", "judgement_stats", "length_bias", "load_rubric", "pair_position_bias", "parse_human_fields",

@@ -5,9 +5,9 @@ A backend is one call, ``complete(messages, *, seed=None, response_format=None) 
 (the output text, its tokens with their top alternatives' log-probabilities where the backend gives
 them, and whether it was cut at the token limit):
 
-- `LocalJudgeBackend`: a model loaded by `annotune.backends.models.load_causal_lm` (any name, folder,
-  GGUF file or fine-tuned run), answering by greedy generation after its chat template (the engine of
-  `annotune.backends.local.LocalBackend`), with the top ``top_logprobs`` tokens at every position.
+- `LocalJudgeBackend`: a `annotune.backends.local.LocalBackend` model (any name, folder, GGUF file or
+  run), answering by greedy generation with the top ``top_logprobs`` tokens at every position, or with
+  ``structured`` by choosing each score of a verdict the code writes (`annotune.judging.guided`).
 - `ApiJudgeBackend`: chat completions with ``logprobs=True, top_logprobs=20`` through the ``openai`` SDK
   and `ApiBackend`'s sending (retries with backoff, optional response cache). The API key is read from
   the environment variable named by ``api_key_env``, handed to the SDK and nowhere else.
@@ -38,6 +38,7 @@ from pydantic import Field, model_validator
 
 from annotune.config import ConfigModel, Dtype
 from annotune.errors import ConfigError
+from annotune.judging.guided import guided_verdict
 from annotune.judging.rubric import Rubric, Verdict, parse_verdict
 from annotune.judging.scores import (
     PositionBias,
@@ -49,8 +50,7 @@ from annotune.judging.scores import (
 
 
 class JudgeCallError(Exception):
-    """One judge call gave no output (a refused or failed request, a prompt over the context): the
-    verdict is recorded as unparsed with this reason."""
+    """A judge call gave no output (refused, failed, over the context): an unparsed verdict, this reason."""
 
 
 @dataclass
@@ -91,14 +91,15 @@ def merge_tops(pairs) -> dict[str, float]:
 
 
 class LocalJudgeBackend:
-    """A local model judging by greedy generation after its chat template."""
+    """A local model judging by greedy generation after its chat template, or, given a strict
+    ``response_format``, by choosing each score of a verdict the code writes (`guided_verdict`)."""
 
     deterministic = True
+    supports_response_format = True
 
     def __init__(self, model: str | None = None, *, dtype: str | None = "auto", device: str | None = None,
                  max_new_tokens: int = 256, top_logprobs: int = 20, engine=None):
         if engine is None:
-            # LocalBackend loads through annotune.backends.models.load_causal_lm
             from annotune.backends.local import LocalBackend
 
             engine = LocalBackend(model, dtype=dtype, device=device)
@@ -107,13 +108,16 @@ class LocalJudgeBackend:
 
     def complete(self, messages: list[dict], *, seed: int | None = None,
                  response_format: dict | None = None) -> Completion:
-        if response_format is not None:
-            raise ConfigError("structured verdicts need an API judge (response_format)")
+        if response_format is not None:  # constrained: the model chooses each score (annotune.judging.guided)
+            try:
+                text, pieces = guided_verdict(self.engine, messages, response_format)
+            except ValueError as exc:
+                raise JudgeCallError(str(exc)) from None
+            return Completion(text, [TokenLogprobs(p, top.get(p), top) for p, top in pieces])
         ids = self.engine.encode_chat(messages)
         limit = self.engine.context_length
         if limit and len(ids) + self.max_new_tokens > limit:
-            raise JudgeCallError(f"prompt of {len(ids)} tokens + max_tokens {self.max_new_tokens} is over the "
-                                 f"model's context of {limit}")
+            raise JudgeCallError(f"prompt of {len(ids)} tokens + max_tokens {self.max_new_tokens} is over the context of {limit}")
         gen = self.engine.generate(ids, self.max_new_tokens, top_logprobs=self.top_logprobs)
         decode = self.engine.decode
         tokens = [TokenLogprobs(decode([t]), lp, merge_tops((decode([i]), v) for i, v in top))
@@ -236,8 +240,8 @@ class JudgeConfig(ConfigModel):
             for key in ("base_url", "api_key_env", "cache"):
                 if getattr(self, key) is not None:
                     raise ValueError(f"{key} is for api judges (backend = \"api\")")
-            if self.structured or self.temperature:
-                raise ValueError("a local judge decodes greedily: structured and temperature are for api judges")
+            if self.temperature:
+                raise ValueError("a local judge decodes greedily: temperature is for api judges")
         return self
 
 
@@ -312,7 +316,7 @@ class Judge:
         else:
             self.backend = backend
         if structured and not getattr(self.backend, "supports_response_format", False):
-            raise ConfigError("structured verdicts need an API judge", field="structured")
+            raise ConfigError("this judge backend cannot give structured verdicts", field="structured")
 
     @classmethod
     def from_config(cls, cfg: JudgeConfig) -> Judge:

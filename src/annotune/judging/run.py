@@ -97,8 +97,11 @@ def _repeat_json(rep, names: list[str]) -> dict:
             "seconds": round(rep.seconds, 4)}
 
 
-def _stats(judgements: list[Judgement], slot: int, criteria: list[str], lengths: list[int],
-           human: list[float | None] | None) -> dict:
+def column_stats(judgements: list[Judgement], slot: int, criteria: list[str], lengths: list[int],
+                 human: list[float | None] | None = None) -> dict:
+    """The summary of one judged answer column (answer ``slot`` of each judgement): per criterion and overall
+    mean, interval and the judge's spread, the expected score, unparsed verdicts, length bias, agreement with
+    human grades."""
     overall = judgement_stats(judgements, answer=slot)
     expected = judgement_stats(judgements, answer=slot, expected=True)
     out = {
@@ -107,7 +110,7 @@ def _stats(judgements: list[Judgement], slot: int, criteria: list[str], lengths:
                          "ci": st.ci, "judge_sd": st.judge_sd} for c in criteria},
         "overall": {k: v for k, v in overall.as_dict().items() if k not in ("item_sds",)},
         "expected": {"mean": expected.mean, "ci": expected.ci, "items_scored": expected.items_scored,
-                     "judge_sd": expected.judge_sd},
+                     "judge_sd": expected.judge_sd, "item_means": expected.item_means},
         "judgements": overall.judgements,
         "unparsed": overall.unparsed,
         "mean_length_chars": sum(lengths) / len(lengths) if lengths else None,
@@ -169,6 +172,15 @@ def judge_file(path: str | Path, answers: list[str], *, judge: Judge | Callable[
             judge.close()
 
 
+def reference_hidden(judge: Judge) -> Judge:
+    """``judge`` with the reference answer hidden (to grade the reference answers themselves: shown as their
+    own reference, they would be graded as a copy); the same backend, nothing reloaded."""
+    if not judge.rubric.show_reference:
+        return judge
+    hidden = judge.rubric.model_copy(update={"show_reference": False})
+    return Judge(judge.backend, rubric=hidden, repeats=judge.repeats, seed=judge.seed, structured=judge.structured)
+
+
 def _judge_items(fname, items, answers, judge, qcol, rcol, acols, hcols, pairwise, progress, log, judge_info) -> dict:
     from tqdm.auto import tqdm
 
@@ -177,11 +189,9 @@ def _judge_items(fname, items, answers, judge, qcol, rcol, acols, hcols, pairwis
 
     def judge_for(cols: list[str]) -> Judge:
         """The judge, with the reference hidden where a judged column is the reference itself."""
-        if rcol is None or not any(acols[c] == rcol for c in cols) or not judge.rubric.show_reference:
+        if rcol is None or not any(acols[c] == rcol for c in cols):
             return judge
-        hidden = judge.rubric.model_copy(update={"show_reference": False})
-        return Judge(judge.backend, rubric=hidden, repeats=judge.repeats, seed=judge.seed,
-                     structured=judge.structured)
+        return reference_hidden(judge)
 
     groups = [answers] if pairwise else [[a] for a in answers]
     results: dict[str, Any] = {}
@@ -202,7 +212,7 @@ def _judge_items(fname, items, answers, judge, qcol, rcol, acols, hcols, pairwis
         for slot, col in enumerate(cols):
             lengths = [len(it["answers"][col]) for it in todo]
             human = [it["human"][col] for it in todo] if col in hcols else None
-            st = _stats(done, slot, j.rubric.names, lengths, human)
+            st = column_stats(done, slot, j.rubric.names, lengths, human)
             st["missing"] = len(items) - len(todo)
             st["mean_length_words"] = (sum(len(it["answers"][col].split()) for it in todo) / len(todo)
                                        if todo else None)
@@ -233,4 +243,4 @@ def _judge_items(fname, items, answers, judge, qcol, rcol, acols, hcols, pairwis
     }
 
 
-__all__ = ["judge_file", "load_rubric", "parse_human_fields"]
+__all__ = ["column_stats", "judge_file", "load_rubric", "parse_human_fields", "reference_hidden"]

@@ -67,6 +67,7 @@ class ApiConfig(SystemConfig):
 @register_system
 class ApiSystem(System):
     type = "api"
+    open_answers = True
     config_class = ApiConfig
 
     @classmethod

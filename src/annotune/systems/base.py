@@ -121,6 +121,7 @@ class System(ABC):
     type: ClassVar[str]
     config_class: ClassVar[type[SystemConfig]]
     trains: ClassVar[bool] = False  # learns from the labelled training documents
+    open_answers: ClassVar[bool] = False  # can answer tasks whose answers are free text (qa): it generates
 
     def __init__(self, config: SystemConfig, context: RunContext):
         self.config = config
@@ -151,6 +152,19 @@ class System(ABC):
         """How a methods paragraph names this system, from its stored record in results.json (``name``,
         ``spec``: its settings, ``stats``, ``train_docs``)."""
         return f"“{record['name']}”"
+
+    def check_task(self, index: int) -> None:
+        """Refuse a task this system cannot answer: a free-text (qa) task for a system that classifies, or
+        one whose ``answer`` setting scores options (constrained)."""
+        task = self.context.codebook.task
+        if not task.open_answers:
+            return
+        if not self.open_answers:
+            raise self.fail(f"type {self.type!r} classifies into codebook labels; a {task.name!r} task needs "
+                            "generated answers (types prompt, api, finetuned, predictions)", "type", index)
+        if getattr(self.config, "answer", "generate") != "generate":
+            raise self.fail(f"a {task.name!r} task is answered in free text: answer = \"generate\" (there are no "
+                            "options to score)", "answer", index)
 
     def preflight(self, index: int) -> Any:
         """Check, before any system runs, what this one needs (files, model names, keys); return what

@@ -55,6 +55,7 @@ class FinetunedSystem(System):
     """Fine-tunes (once) and labels with the fine-tuned run."""
 
     type = "finetuned"
+    open_answers = True
     config_class = FinetunedConfig
     trains = True
 

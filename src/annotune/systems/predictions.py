@@ -31,6 +31,7 @@ class PredictionsConfig(SystemConfig):
 @register_system
 class PredictionsSystem(System):
     type = "predictions"
+    open_answers = True
     config_class = PredictionsConfig
 
     @classmethod

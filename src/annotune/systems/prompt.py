@@ -23,6 +23,7 @@ class PromptSystem(System):
     """Prompts a local model with the codebook (and ``shots`` examples from the training split)."""
 
     type = "prompt"
+    open_answers = True
     config_class = PromptConfig
 
     @classmethod

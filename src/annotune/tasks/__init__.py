@@ -7,12 +7,12 @@ Adding a kind is one module with a `TaskKind` subclass plus one registration::
     from annotune.tasks.base import TaskKind
 
     @register_task
-    class QATask(TaskKind):
-        name = "qa"
+    class RankingTask(TaskKind):
+        name = "ranking"
         ...
 
 Built-in kinds are registered below, in this order. Third-party packages can add kinds through the entry
-point group ``annotune.tasks`` (``[project.entry-points."annotune.tasks"] qa = "mypkg.qa:QATask"``); they are
+point group ``annotune.tasks`` (``[project.entry-points."annotune.tasks"] ranking = "mypkg.ranking:RankingTask"``); they are
 loaded the first time a kind is looked up that is not built in, or when the names are listed.
 """
 
@@ -22,6 +22,7 @@ from annotune.plugins import load_plugins
 from annotune.tasks.base import CellReader, ParsedAnswer, Question, TaskKind
 from annotune.tasks.dimensions import DimensionsTask
 from annotune.tasks.multi import MultiTask
+from annotune.tasks.qa import QATask
 from annotune.tasks.single import SingleTask
 
 ENTRY_POINT_GROUP = "annotune.tasks"
@@ -67,7 +68,7 @@ def get_task(kind: str) -> type[TaskKind]:
         raise KeyError(f"unknown task kind {kind!r}; expected one of {', '.join(_REGISTRY)}") from None
 
 
-for _cls in (SingleTask, MultiTask, DimensionsTask):
+for _cls in (SingleTask, MultiTask, DimensionsTask, QATask):
     register_task(_cls)
 
 __all__ = [
@@ -76,6 +77,7 @@ __all__ = [
     "DimensionsTask",
     "MultiTask",
     "ParsedAnswer",
+    "QATask",
     "Question",
     "SingleTask",
     "TaskKind",

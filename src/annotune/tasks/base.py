@@ -112,6 +112,10 @@ class TaskKind(ABC):
     primary_name: ClassVar[str]  # its display name, e.g. "macro-F1"
     settings: ClassVar[tuple[str, ...]] = ()  # kind-specific [task] keys (e.g. "max_labels")
     default_label_field: ClassVar[str] = "label"  # the data column holding the labels
+    default_text_field: ClassVar[str] = "text"  # the data column holding the documents
+    text_heading: ClassVar[str] = "Text"  # what the prompt calls the document ("Text:\n…")
+    open_answers: ClassVar[bool] = False  # free-text answers (qa): no [[labels]], no constrained answering,
+    # no classifiers on representations, no learning curve by counts; systems that need labels refuse the task
     labels_heading: ClassVar[str] = "Categories"  # heading of the label list in the system prompt
     item_word: ClassVar[str] = "class"  # one label in report headings ("Per-class F1")
     items_word: ClassVar[str] = "labels"  # the labels in running text ("a codebook of 5 labels")

@@ -39,9 +39,10 @@ def system_prompt(codebook: Codebook, definitions: bool = True) -> str:
     lines = []
     if codebook.instructions:
         lines.append(codebook.instructions)
-    lines.append(f"\n{codebook.task.labels_heading}:")
-    for lab in codebook.labels:
-        lines.append(f"- {lab.name}: {lab.definition}" if definitions else f"- {lab.name}")
+    if codebook.labels:  # open-answer kinds (qa) have none
+        lines.append(f"\n{codebook.task.labels_heading}:")
+        for lab in codebook.labels:
+            lines.append(f"- {lab.name}: {lab.definition}" if definitions else f"- {lab.name}")
     lines.append("")
     lines.append(answer_format(codebook))
     return "\n".join(lines).strip()
@@ -112,7 +113,7 @@ class PromptBuilder:
         self.definitions = definitions
 
     def user_content(self, text: str, question: str) -> str:
-        return f"Text:\n{text}\n\n{question}"
+        return f"{self.codebook.task.text_heading}:\n{text}\n\n{question}"
 
     def messages(self, text: str, question: str | None = None) -> list[dict]:
         """The chat for one document, as sent to an OpenAI-compatible API."""
