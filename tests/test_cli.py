@@ -399,3 +399,25 @@ def test_subprocess_success(project):
     proc = _subprocess(["check", "config.toml"], project)
     assert proc.returncode == 0, proc.stderr
     assert "train 21, test 9 — ok" in proc.stdout
+
+
+def test_help_shows_every_bracketed_config_name():
+    """Rich markup would swallow `[finetune]` or `[[systems]]` in a help text: every bracketed name written
+    in a command's or option's help must appear in its rendered `--help`."""
+    import re
+
+    import typer.main
+
+    group = typer.main.get_command(app)
+    runner = CliRunner()
+    checked = 0
+    for name, command in group.commands.items():
+        texts = [command.help or ""] + [getattr(p, "help", None) or "" for p in command.params]
+        wanted = {m.replace("\\", "") for t in texts for m in re.findall(r"\\?\[\\?\[?[a-z_.]+\]\]?", t)}
+        if not wanted:
+            continue
+        shown = " ".join(runner.invoke(app, [name, "--help"], env={"COLUMNS": "200"}).output.split())
+        for token in wanted:
+            checked += 1
+            assert token in shown, f"annotune {name} --help lost {token!r}"
+    assert checked >= 4

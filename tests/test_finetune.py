@@ -211,3 +211,32 @@ def test_a_checkpoint_left_half_written_by_a_kill_is_removed_not_resumed(tmp_pat
     assert [p.name for p in found] == ["checkpoint-2", "checkpoint-10"]  # numeric, not lexical, order
     assert not (tmp_path / "checkpoint-12").exists()
     assert "incomplete checkpoint" in messages[0]
+
+
+def test_annotune_finetune_under_torchrun_trains_one_model_across_two_processes(tmp_path, tiny_model_dir):
+    """`annotune finetune` unchanged under `torchrun` (2 CPU processes, gloo DDP): every rank ends with the
+    same adapter, rank 0 alone writes the run folder, the steps are split between the ranks, and the run
+    loads back."""
+    (tmp_path / "data.csv").write_text("id,text,label\n" + "".join(f"{d.id},{d.text},{d.label}\n" for d in docs(6)),
+                                       encoding="utf-8")
+    labels = "".join(f'[[codebook.labels]]\nname = "{lab}"\ndefinition = "{lab} news"\n' for lab in TEXTS)
+    (tmp_path / "config.toml").write_text(
+        f'name = "ddp"\nseed = 0\n[codebook.task]\nname = "topics"\nkind = "single"\n{labels}'
+        f'[data]\npath = "data.csv"\n[split]\ntest_size = 4\n[model]\nname = "{tiny_model_dir}"\ndtype = "fp32"\n'
+        "[finetune]\nepochs = 1\nbatch_size = 2\nmax_dev = 0\nr = 4\nalpha = 8\nmax_length = 128\n"
+        'dtype = "fp32"\n[[systems]]\nname = "lora"\ntype = "finetuned"\n', encoding="utf-8")
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "annotune", "finetune", str(tmp_path / "config.toml"), "-o", str(tmp_path / "run"),
+                           "--quiet"], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    run = tmp_path / "run"
+    assert is_run_folder(run) and not (run / "merged").exists()
+    manifest = json.loads((run / "manifest.json").read_text())
+    launch = manifest["training"]["launch"]
+    assert launch["world_size"] == 2 and "gloo" in launch["backend"]
+    assert len(launch["adapter_sha256"]) == 2 and launch["replicas_identical"], launch
+    train = manifest["data"]["train"]  # 20 documents: 2 per step on each of 2 ranks
+    assert train == 20 and manifest["resolved"]["steps"] == 5
+    model, _, loaded = load_run(run, dtype="fp32")
+    assert loaded["data"]["sha256"] == manifest["data"]["sha256"] and model.training is False

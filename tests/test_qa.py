@@ -174,6 +174,8 @@ def test_qa_compare_fine_tunes_generates_and_judges(tmp_path, tiny_model_dir):
     # the report renders for a qa comparison
     html = (out / "report.html").read_text()
     assert "ROUGE-L" in html and "reference answers" in html
+    assert 'id="fig-answer-scores"' in html and "Judge score (chosen)" not in html  # drawn, not text
+    assert "Per-question F1" not in html and "Score distributions" in html
 
 
 def test_judge_table_refused_for_a_labelled_task(tmp_path):

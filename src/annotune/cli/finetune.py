@@ -13,7 +13,8 @@ from annotune.environment import quiet_libraries
 @app.command()
 @user_errors
 def finetune(
-    config: Path = typer.Argument(..., help="Comparison config with a [finetune] table or a 'finetuned' system."),
+    config: Path = typer.Argument(..., help="Comparison config with a 'finetuned' system (hyper-parameters: its "
+                                  "\\[finetune] table)."),
     system: str = typer.Option(None, "--system", "-s", help="Which 'finetuned' system to train (default: the first)."),
     output: Path = typer.Option(None, "--output", "-o", help="Run folder (default: the one `compare` would use)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run from its newest checkpoint."),

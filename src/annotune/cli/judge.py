@@ -89,7 +89,7 @@ def judge(
     repeats: int = typer.Option(3, "--repeats", "-k", min=1, max=100, help="Judge calls per item."),
     seed: int = typer.Option(0, "--seed", help="Seed of the answer orders (and of API requests)."),
     rubric: Path = typer.Option(None, "--rubric", help="Rubric TOML (criteria, scale_min, scale_max, "
-                                "show_reference, instructions; top level or a [rubric] table)."),
+                                "show_reference, instructions; top level or a \\[rubric] table)."),
     limit: int = typer.Option(None, "--limit", "-n", min=1, help="Only the first N rows."),
     pairwise: bool = typer.Option(False, "--pairwise", help="Judge two answer columns together, in both orders, "
                                   "and report the position bias."),

@@ -37,7 +37,7 @@ def say(text: str) -> None:
 def init(
     folder: Path = typer.Argument(..., help="Project folder to create."),
     codebook: Path = typer.Option(..., "--codebook", "-c", help="Codebook file (TOML/YAML, or a config with a "
-                                  "[codebook] table); copied into the project."),
+                                  "\\[codebook] table); copied into the project."),
     store: str = typer.Option(None, "--store", help="Label store: a SQLite file in the project (default labels.db) "
                               "or postgresql://user@host/db."),
     name: str = typer.Option(None, "--name", help="Project name (default: the folder name)."),
@@ -98,10 +98,10 @@ def import_(
 @user_errors
 def propose(
     folder: Path = project_argument(),
-    system: list[str] = typer.Option(None, "--system", "-s", help="[[systems]] name(s) that propose (default: "
-                                     "[propose] systems, else all but the labeller)."),
+    system: list[str] = typer.Option(None, "--system", "-s", help="\\[\\[systems]] name(s) that propose (default: "
+                                     "\\[propose] systems, else all but the labeller)."),
     sample: int = typer.Option(None, "--sample", "-n", min=1, help="Documents to draw (seeded) from those no "
-                               "human has decided (default: [propose] sample)."),
+                               "human has decided (default: \\[propose] sample)."),
     config: Path = typer.Option(None, "--config", help="Take the systems from this comparison config (same "
                                 "codebook) instead of the project file."),
     store: str = store_option(),
@@ -119,7 +119,7 @@ def propose(
 @user_errors
 def train(
     folder: Path = project_argument(),
-    system: str = typer.Option(None, "--system", "-s", help="The system to fine-tune (default: [label] system)."),
+    system: str = typer.Option(None, "--system", "-s", help="The system to fine-tune (default: \\[label] system)."),
     store: str = store_option(),
     quiet: bool = quiet_option(),
 ):
@@ -137,9 +137,9 @@ def train(
 @user_errors
 def label(
     folder: Path = project_argument(),
-    system: str = typer.Option(None, "--system", "-s", help="The labelling system (default: [label] system)."),
+    system: str = typer.Option(None, "--system", "-s", help="The labelling system (default: \\[label] system)."),
     engine: str = typer.Option("local", "--engine", help="local (this process) or ray (Ray Data; pip install "
-                               "'annotune[ray]')."),
+                               "'annotune\\[ray]')."),
     ray_address: str = typer.Option(None, "--ray-address", help="A Ray cluster to use (default: a local Ray)."),
     workers: int = typer.Option(1, "--workers", min=1, help="Ray: model replicas (actors)."),
     limit: int = typer.Option(None, "--limit", min=1, help="Label at most N more documents."),

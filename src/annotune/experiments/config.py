@@ -20,7 +20,7 @@ from annotune.config import (ANSWER_MODES, DEFAULT_MODEL, ConfigModel, Dtype, co
 from annotune.errors import ConfigError
 from annotune.experiments.fingerprints import slug
 from annotune.finetune.config import FineTuneConfig
-from annotune.judging.judge import JudgeConfig
+from annotune.judging.config import JudgeConfig
 from annotune.systems.base import Defaults, System, SystemConfig, system_types
 
 

@@ -14,7 +14,6 @@ newest one, so an interrupted run loses at most the steps since the last checkpo
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import math
@@ -30,6 +29,14 @@ from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError, DataError
 from annotune.finetune.config import FineTuneConfig
 from annotune.finetune.dev_eval import dev_callback
+from annotune.finetune.distributed import (
+    is_main_process,
+    launch_summary,
+    main_process_first,
+    wait_for_everyone,
+    world_size,
+)
+from annotune.finetune.sft import peak_memory_gib, trainer_classes
 from annotune.tasks.parsing import answer_text
 from annotune.tasks.prompts import PromptBuilder
 
@@ -106,8 +113,9 @@ class FineTuner:
 
         from annotune.backends.models import load_tokenizer, loadable_path, resolve_model
 
-        source = resolve_model(self.base_model)
-        path = loadable_path(source)
+        with main_process_first():  # under a launcher, rank 0 materialises a GGUF model once
+            source = resolve_model(self.base_model)
+            path = loadable_path(source)
         tokenizer = load_tokenizer(path)
         kwargs: dict[str, Any] = {"dtype": torch.float32}
         if self.config.qlora:
@@ -178,8 +186,8 @@ class FineTuner:
         )
         peft_config = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
-        trainer_cls, progress_cls = _trainer_classes()
-        progress_cb = progress_cls(enabled=progress)
+        trainer_cls, progress_cls = trainer_classes()
+        progress_cb = progress_cls(enabled=progress and is_main_process())
         trainer = trainer_cls(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
                               processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb])
         progress_cb.trainer = trainer
@@ -219,9 +227,13 @@ class FineTuner:
         progress_cb.close()
         eval_metrics = trainer.evaluate() if info["dev_docs"] else {}
         dev = info["dev_eval"].restore_best(trainer.model) if info["dev_eval"] else None  # the best dev state
+        launch = launch_summary(trainer.model)  # every rank's adapter fingerprint, under a launcher
+        if not is_main_process():
+            wait_for_everyone()  # rank 0 writes the run folder
+            return output
         trainer.model.save_pretrained(output)
         info["tokenizer"].save_pretrained(output)
-        tokens = progress_cb.tokens or None
+        tokens = progress_cb.tokens * world_size() or None  # this rank's share × ranks
         manifest = {
             "annotune_run": 1,
             "kind": "qlora" if cfg.qlora else "lora",
@@ -242,8 +254,9 @@ class FineTuner:
                 "tokens": tokens,
                 "tokens_per_s": (tokens / progress_cb.active_seconds) if tokens and progress_cb.active_seconds
                 else None,
-                "peak_memory_gib": _peak_memory_gib(),
+                "peak_memory_gib": peak_memory_gib(),
                 "resumed_from_step": resumed_from,
+                "launch": launch,
             },
             "libraries": library_versions(),
             "hardware": hardware(),
@@ -254,6 +267,7 @@ class FineTuner:
         (output / RUN_MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False, default=str))
         log(f"fine-tuned in {wall:.0f} s ({result.global_step} steps, train loss {result.training_loss:.3f}); "
             f"run folder: {output}")
+        wait_for_everyone()
         return output
 
 
@@ -271,98 +285,6 @@ def complete_checkpoints(folder: Path, log=print) -> list[Path]:
             log(f"removing incomplete checkpoint {path} (the run was interrupted while saving it)")
             shutil.rmtree(path, ignore_errors=True)
     return [p for _, p in sorted(found)]
-
-
-def _peak_memory_gib() -> float | None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return round(torch.cuda.max_memory_allocated() / 2**30, 3)
-        import resource
-
-        return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3)  # KiB → GiB (Linux)
-    except Exception:  # pragma: no cover - platform without resource
-        return None
-
-
-@functools.cache
-def _trainer_classes():
-    """`SFTTrainer` with an answer-only loss, and a progress callback (classes built on first use so that
-    importing annotune does not import TRL)."""
-    import torch
-    import torch.nn.functional as F
-    from transformers import TrainerCallback
-    from trl import SFTTrainer
-
-    class AnswerOnlyTrainer(SFTTrainer):
-        """Vocabulary logits only at answer positions: the backbone's hidden states are gathered where the
-        next-token label is not masked, then projected and scored. Measured on SmolLM2-135M (8 × 348 tokens,
-        bf16 autocast, 2 cores), TRL's chunked fused head took 14 s a step, this about 4 s."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = False  # the loss is a per-batch mean; the Trainer scales it
-            self.tokens_seen = 0
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            base = model.get_base_model() if hasattr(model, "get_base_model") else model
-            backbone = getattr(base, base.base_model_prefix)
-            targets = inputs["labels"][:, 1:]
-            scored = targets != -100
-            # the Trainer applies no autocast on CPU: without this, bf16=True trains in fp32, 2x slower
-            cpu_bf16 = self.args.bf16 and inputs["input_ids"].device.type == "cpu"
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
-                out = backbone(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                               position_ids=inputs.get("position_ids"), use_cache=False)
-                hidden = out.last_hidden_state[:, :-1][scored]
-                logits = base.get_output_embeddings()(hidden).float()
-            loss = F.cross_entropy(logits, targets[scored]) if scored.any() else logits.sum() * 0.0
-            if model.training and "attention_mask" in inputs:
-                self.tokens_seen += int(inputs["attention_mask"].sum())
-            return (loss, {"logits": logits}) if return_outputs else loss
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            with torch.no_grad():
-                loss = self.compute_loss(model, self._prepare_inputs(inputs))
-            return loss.detach(), None, None
-
-    class Progress(TrainerCallback):
-        """A bar with loss, tokens/s and ETA (the Trainer's own bar shows neither tokens/s nor loss)."""
-
-        def __init__(self, enabled: bool = True):
-            self.enabled = enabled
-            self.bar = None
-            self.trainer = None
-            self.active_seconds = 0.0
-            self._t0 = 0.0
-
-        @property
-        def tokens(self) -> int:
-            return self.trainer.tokens_seen if self.trainer is not None else 0
-
-        def on_train_begin(self, args, state, control, **kw):
-            from tqdm.auto import tqdm
-
-            self.bar = tqdm(total=state.max_steps, initial=state.global_step, desc="fine-tuning", unit="step",
-                            disable=not self.enabled)
-            self._t0 = time.perf_counter()
-
-        def on_step_end(self, args, state, control, **kw):
-            self.active_seconds = time.perf_counter() - self._t0
-            if self.bar is not None:
-                self.bar.update(state.global_step - self.bar.n)
-
-        def on_log(self, args, state, control, logs=None, **kw):
-            if self.bar is not None and logs and "loss" in logs:
-                tps = self.tokens / self.active_seconds if self.active_seconds else 0
-                self.bar.set_postfix(loss=f"{logs['loss']:.3f}", tok_s=f"{tps:.0f}")
-
-        def close(self):
-            if self.bar is not None:
-                self.bar.close()
-
-    return AnswerOnlyTrainer, Progress
 
 
 def is_run_folder(path: str | Path) -> bool:

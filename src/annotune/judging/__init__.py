@@ -6,18 +6,21 @@
 - `scores`: the probability-weighted score at a score token (`expected_score`), repeated-judging
   statistics (`repeat_stats`), position and length bias, agreement between judges or with humans
   (Spearman ρ, Krippendorff's α);
+- `config`: `JudgeConfig`, a comparison's ``[judge]`` table;
+- `guided`: `guided_verdict`, a local judge's verdict written by annotune with each score chosen by the model;
 - `judge`: `Judge`, k seeded repeats (answer order rotated per repeat) through a local model or any
   OpenAI-compatible endpoint, with expected scores from log-probabilities where the backend gives them;
 - `run`: `judge_file`, the answer columns of a data file judged and the judge measured (``annotune judge``).
 """
 
+from annotune.judging.config import JudgeConfig
+from annotune.judging.guided import guided_verdict
 from annotune.judging.judge import (
     ApiJudgeBackend,
     Completion,
     Judge,
     JudgeBackend,
     JudgeCallError,
-    JudgeConfig,
     JudgedRepeat,
     Judgement,
     LocalJudgeBackend,
@@ -44,9 +47,10 @@ from annotune.judging.scores import (
 )
 
 __all__ = [
-    "Agreement", "ApiJudgeBackend", "column_stats", "reference_hidden", "Completion", "Correlation", "Criterion", "Judge", "JudgeBackend",
+    "Agreement", "ApiJudgeBackend", "Completion", "Correlation", "Criterion", "Judge", "JudgeBackend",
     "JudgeCallError", "JudgeConfig", "JudgedRepeat", "Judgement", "LocalJudgeBackend", "PositionBias",
-    "RepeatStats", "Rubric", "TokenLogprobs", "Verdict", "agreement", "expected_from_tokens", "expected_score",
-    "judge_file", "judgement_stats", "length_bias", "load_rubric", "pair_position_bias", "parse_human_fields",
-    "parse_verdict", "position_bias", "position_bias_from_scores", "repeat_stats", "score_distribution", "unparsed_reasons",
+    "RepeatStats", "Rubric", "TokenLogprobs", "Verdict", "agreement", "column_stats", "expected_from_tokens",
+    "expected_score", "guided_verdict", "judge_file", "judgement_stats", "length_bias", "load_rubric",
+    "pair_position_bias", "parse_human_fields", "parse_verdict", "position_bias", "position_bias_from_scores",
+    "reference_hidden", "repeat_stats", "score_distribution", "unparsed_reasons",
 ]

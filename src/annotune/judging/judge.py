@@ -32,12 +32,10 @@ import math
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from pydantic import Field, model_validator
-
-from annotune.config import ConfigModel, Dtype
 from annotune.errors import ConfigError
+from annotune.judging.config import JudgeConfig
 from annotune.judging.guided import guided_verdict
 from annotune.judging.rubric import Rubric, Verdict, parse_verdict
 from annotune.judging.scores import (
@@ -213,38 +211,6 @@ def expected_from_tokens(text: str, tokens: list[TokenLogprobs] | None, offset: 
     return expected_score(alts, scale_min, scale_max, chosen=chosen, next_logprobs=nxt)
 
 
-class JudgeConfig(ConfigModel):
-    """A judge as configured (``[judge]``): backend, model, rubric, repeats and decoding."""
-
-    backend: Literal["local", "api"] = "local"
-    model: str | None = None
-    base_url: str | None = None
-    api_key_env: str | None = None
-    rubric: Rubric = Field(default_factory=Rubric)
-    repeats: int = Field(default=3, ge=1, le=100)
-    seed: int = 0
-    max_tokens: int = Field(default=256, ge=1, le=8192)
-    top_logprobs: int = Field(default=20, ge=0, le=20)
-    temperature: float = Field(default=0.0, ge=0, le=2)
-    structured: bool = False
-    dtype: Dtype = "auto"
-    device: str | None = None
-    cache: str | None = None
-    timeout: float = Field(default=60.0, gt=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> JudgeConfig:
-        if self.backend == "api" and not (self.base_url and self.model):
-            raise ValueError("an api judge needs base_url and model")
-        if self.backend == "local":
-            for key in ("base_url", "api_key_env", "cache"):
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} is for api judges (backend = \"api\")")
-            if self.temperature:
-                raise ValueError("a local judge decodes greedily: temperature is for api judges")
-        return self
-
-
 @dataclass
 class JudgedRepeat:
     """One judge call: the order shown (``order[p]`` = original answer at position p) and the verdict's
@@ -415,6 +381,6 @@ def unparsed_reasons(judgements: list[Judgement]) -> dict[str, int]:
     return out
 
 
-__all__ = ["ApiJudgeBackend", "Completion", "Judge", "JudgeBackend", "JudgeCallError", "JudgeConfig", "JudgedRepeat",
+__all__ = ["ApiJudgeBackend", "Completion", "Judge", "JudgeBackend", "JudgeCallError", "JudgedRepeat",
            "Judgement", "LocalJudgeBackend", "TokenLogprobs", "expected_from_tokens", "judgement_stats", "merge_tops",
            "pair_position_bias", "unparsed_reasons"]

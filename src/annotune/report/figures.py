@@ -2,7 +2,8 @@
 
 `confusion_figure` (one system, single-label tasks: gold × predicted with the INVALID column),
 `per_class_figure` (all systems' per-label F1), `curve_figure` (the learning curve with its confidence band
-and reference lines) and `throughput_figure` (labelling speed and fine-tuning time).
+and reference lines), `throughput_figure` (labelling speed and fine-tuning time) and `answer_scores_figure`
+(open answers: ROUGE-L and judge score distributions).
 """
 
 from __future__ import annotations
@@ -201,4 +202,36 @@ def throughput_figure(results: dict) -> Figure | None:
     return Figure("throughput", "Cost and throughput", _png(fig))
 
 
-__all__ = ["Figure", "confusion_figure", "per_class_figure", "curve_figure", "throughput_figure"]
+SCORE_PANELS = (("rouge_l_per_document", "ROUGE-L against the reference", "ROUGE-L F1 (INVALID: 0)", (0.0, 1.0)),
+                ("judge_items", "Judge score (chosen)", "mean score over criteria and repeats", None),
+                ("judge_expected_items", "Judge score (probability-weighted)", "E[score]", None))
+
+
+def answer_scores_figure(results: dict) -> Figure | None:
+    """Open answers (a ``qa`` task): the distribution over test questions of each system's ROUGE-L and,
+    where a judge graded them, of its judge scores (one histogram per system, overlaid)."""
+    plt = _pyplot()
+    judge = results.get("judge") or {}
+    scale = (judge.get("rubric") or {}).get("scale_min", 1), (judge.get("rubric") or {}).get("scale_max", 10)
+    panels = [(key, title, xlabel, rng or scale) for key, title, xlabel, rng in SCORE_PANELS
+              if any(s["metrics"].get(key) for s in results["systems"])]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.2), squeeze=False)
+    for ax, (key, title, xlabel, rng) in zip(axes[0], panels):
+        for s in results["systems"]:
+            values = [v for v in s["metrics"].get(key) or [] if v is not None]
+            if values:
+                ax.hist(values, bins=20, range=rng, alpha=0.5, label=_short(s["name"], 30))
+        ax.set(title=title, xlabel=xlabel, ylabel="questions")
+        ax.grid(alpha=0.3)
+    drawn = [ax for ax in axes[0] if ax.get_legend_handles_labels()[0]]
+    if drawn:
+        drawn[-1].legend(fontsize=7, frameon=False)
+    fig.tight_layout()
+    return Figure("answer-scores", "Score distributions", _png(fig),
+                  "One value per test question and system; unparsed verdicts are left out of the judge panels.")
+
+
+__all__ = ["Figure", "answer_scores_figure", "confusion_figure", "per_class_figure", "curve_figure",
+           "throughput_figure"]

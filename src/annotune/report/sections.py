@@ -11,8 +11,8 @@ import json
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-from annotune.report.figures import (Figure, confusion_figure, curve_figure, per_class_figure,
-                                     throughput_figure)
+from annotune.report.figures import (Figure, answer_scores_figure, confusion_figure, curve_figure,
+                                     per_class_figure, throughput_figure)
 from annotune.report.format import (ci_text, curve_matches, fixed, hardware_words, line_label, model_name, number,
                                     percent, plural, primary_key, primary_name, results_task, size_label)
 from annotune.report.methods import methods_paragraph
@@ -149,6 +149,8 @@ def confusion_section(results: dict) -> Section:
 
 def per_class_section(results: dict) -> Section:
     task = results_task(results)
+    if task.open_answers:
+        return answer_scores_section(results)
     sec = Section("per-class", f"Per-{task.item_word} F1")
     fig = per_class_figure(results)
     if fig is None:
@@ -161,6 +163,20 @@ def per_class_section(results: dict) -> Section:
     rows = [[lab, str(support.get(lab, "–")), *[fixed(sc.get(lab)) for sc in scores]]
             for lab in labels]
     return sec.add(Figures([fig]), Table(header, rows))
+
+
+def answer_scores_section(results: dict) -> Section:
+    """Open answers: how ROUGE-L and the judge's scores are distributed over the questions."""
+    sec = Section("answer-scores", "Score distributions")
+    fig = answer_scores_figure(results)
+    if fig is None:
+        return sec.add(Paragraph("No per-question scores."))
+    text = ("ROUGE-L: the longest common subsequence of answer and reference (F1, stemmed), a judge-free check "
+            "that rewards wording close to the reference.")
+    if results.get("judge"):
+        text += (" Judge: the mean verdict per question over the rubric's criteria and the repeats; the "
+                 "probability-weighted score weights every score by the judge's probability for it.")
+    return sec.add(Figures([fig]), Paragraph(text))
 
 
 def curve_section(results: dict) -> Section:
