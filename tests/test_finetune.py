@@ -104,6 +104,61 @@ def test_loss_covers_only_the_answer_tokens(tmp_path, tiny_model_dir):
         assert "Text:" in prompt
 
 
+def test_shared_prefix_gives_the_same_loss_and_gradients_as_encoding_it_in_every_row(tmp_path, tiny_model_dir):
+    """`share_prefix` encodes the batch's common prompt prefix once and continues every row from its keys
+    and values: loss and every LoRA gradient equal the plain per-row computation (fp32, no dropout)."""
+    import torch
+
+    from annotune.finetune.sft import shared_prefix_length
+
+    results = {}
+    for share in (False, True):
+        tuner = FineTuner(make_codebook("single"), small_config(max_dev=0, dev_size=0, share_prefix=share, dtype="fp32"),
+                          base_model=str(tiny_model_dir))
+        trainer, _ = tuner.build_trainer(docs(2), tmp_path / str(share), progress=False)
+        model = trainer.model
+        generator = torch.Generator().manual_seed(0)
+        for name, p in sorted(model.named_parameters()):
+            if "lora_B" in name:  # B starts at zero: make the adapter change the prefix's keys and values
+                p.data = torch.randn(p.shape, generator=generator) * 0.5
+        batch = trainer.data_collator([trainer.train_dataset[i] for i in range(len(trainer.train_dataset))])
+        shared = shared_prefix_length(batch["input_ids"], batch["attention_mask"], batch["labels"])
+        assert shared >= 16 and trainer.share_prefix is share
+        model.train()
+        model.zero_grad()
+        loss = trainer.compute_loss(model, batch)
+        loss.backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.requires_grad}
+        results[share] = (loss.item(), grads, trainer.prefix_tokens_saved)
+    (plain_loss, plain, saved_plain), (shared_loss, sharing, saved) = results[False], results[True]
+    assert saved_plain == 0 and saved == shared * (len(batch["input_ids"]) - 1)
+    assert abs(plain_loss - shared_loss) < 1e-5 * max(1.0, abs(plain_loss))
+    assert plain.keys() == sharing.keys() and any(g.abs().sum() > 0 for n, g in plain.items() if "lora_A" in n)
+    for name in plain:
+        torch.testing.assert_close(sharing[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_shared_prefix_length_stops_at_differences_padding_and_answers():
+    import torch
+
+    from annotune.finetune.sft import shared_prefix_length
+
+    ids = torch.tensor([list(range(40)), list(range(30)) + [99] * 10])
+    mask = torch.ones_like(ids)
+    labels = torch.full_like(ids, -100)
+    labels[:, 35:] = 1
+    assert shared_prefix_length(ids, mask, labels) == 30  # the rows differ from token 30
+    labels[1, 25:] = 1
+    assert shared_prefix_length(ids, mask, labels) == 24  # the hidden state at 24 predicts a scored token
+    labels[1, :] = -100
+    assert shared_prefix_length(ids, mask, labels) == 0  # a row without a scored token: no sharing
+    labels[1, 35:] = 1
+    mask[0, 20:] = 0
+    assert shared_prefix_length(ids, mask, labels) == 20  # padding is never shared
+    assert shared_prefix_length(ids[:1], mask[:1], labels[:1]) == 0  # one row: nothing to share
+    assert shared_prefix_length(ids[:, :10], mask[:, :10], labels[:, :10]) == 0  # below the minimum
+
+
 def test_training_examples_use_canonical_answers_and_cut_documents(tiny_model_dir):
     from transformers import AutoTokenizer
 

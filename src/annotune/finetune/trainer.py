@@ -189,7 +189,8 @@ class FineTuner:
         trainer_cls, progress_cls = trainer_classes()
         progress_cb = progress_cls(enabled=progress and is_main_process())
         trainer = trainer_cls(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
-                              processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb])
+                              processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb],
+                              share_prefix=cfg.share_prefix)
         progress_cb.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
         # dev evaluation by the primary metric needs constrained answers; free-text (qa) runs keep the dev loss
@@ -254,6 +255,8 @@ class FineTuner:
                 "tokens": tokens,
                 "tokens_per_s": (tokens / progress_cb.active_seconds) if tokens and progress_cb.active_seconds
                 else None,
+                # tokens the model actually encoded: a prefix shared by a batch counts once (`share_prefix`)
+                "encoded_tokens": (progress_cb.tokens - trainer.prefix_tokens_saved) * world_size() or None,
                 "peak_memory_gib": peak_memory_gib(),
                 "resumed_from_step": resumed_from,
                 "launch": launch,
