@@ -421,3 +421,15 @@ def test_help_shows_every_bracketed_config_name():
             checked += 1
             assert token in shown, f"annotune {name} --help lost {token!r}"
     assert checked >= 4
+
+
+@pytest.mark.parametrize("given, expected", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
+                                             ({"GOMP_SPINCOUNT": "300000"}, None)])
+def test_openmp_threads_sleep_when_idle_unless_the_user_chose(given, expected):
+    """annotune makes idle OpenMP threads sleep (a busy neighbour process costs ~1.5x, not 3-5x), before torch
+    loads, unless the user set a wait policy or spin count."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")} | given
+    code = "import annotune, os, sys; assert 'torch' not in sys.modules; print(os.environ.get('OMP_WAIT_POLICY'))"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(expected)

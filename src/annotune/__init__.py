@@ -11,10 +11,18 @@ Heavy libraries (torch, transformers) load only when a verb needs them.
 
 from __future__ import annotations
 
+import os
 from importlib import import_module
 from typing import Any
 
 __version__ = "0.1.0"
+
+OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
+if not any(name in os.environ for name in OPENMP_SETTINGS):
+    # Idle OpenMP threads sleep instead of spinning: next to another busy process labelling runs 1.2-1.7x
+    # slower instead of 2.7-5x, for 8-12 % alone (bench/contention.py). Read when torch loads, so it takes
+    # effect when annotune is imported first (the CLI); set either variable to choose yourself.
+    os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 _EXPORTS = {
     "Codebook": "annotune.codebook",
