@@ -19,6 +19,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
@@ -104,9 +106,7 @@ def main(argv=None) -> int:
             "docs_per_s": s["stats"].get("docs_per_s"), "seconds": s["stats"].get("seconds")}
             for s in results["systems"]],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

@@ -28,6 +28,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
@@ -117,9 +119,7 @@ def main(argv=None) -> int:
               f"{r['generate_vs_default_alone']:.1f}, {r['constrained_vs_default_alone']:.1f}")
     out = {"bench": "contention", "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
            "hardware": hardware(), "libraries": library_versions(), "docs": args.docs, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

@@ -15,10 +15,11 @@ the task's metrics per system). Finished systems are reused by a rerun (bench/re
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
+
+from benchlib import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -88,9 +89,7 @@ def main(argv=None) -> int:
                         "systems": rows(flo_run["results"], ("intensity_micro_f1", "intensity_micro_f1_ci",
                                                              "presence_micro_f1", "accD", "valid_rate"))},
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

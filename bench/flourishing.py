@@ -18,6 +18,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -70,9 +72,8 @@ def main(argv=None) -> int:
         "systems": [{"name": s["name"], "metrics": {k: s["metrics"].get(k) for k in keys},
                      "seconds": s["stats"].get("seconds")} for s in results["systems"]],
     }
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"training: {out['training']}\nwrote {args.out}")
+    print(f"training: {out['training']}")
+    write_result(args.out, out)
     return 0
 
 

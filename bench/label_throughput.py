@@ -20,13 +20,14 @@ table and writes bench/results/label_throughput.json (with the load average befo
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
+
+from benchlib import write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
@@ -163,9 +164,7 @@ def main(argv=None) -> int:
            "settings": {"pool_docs": args.docs, "labelled_docs": args.labelled or 2404, "batch_size": args.batch_size,
                         "head_train": args.head_train, "ray_workers": [w for e, w in engines if e == "ray"]},
            "load_average": {"before": load_before, "after": os.getloadavg()}, "runs": runs}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"wrote {args.out}")
+    write_result(args.out, out)
     return 0
 
 

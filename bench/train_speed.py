@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from benchlib import write_result
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -143,9 +145,8 @@ def main(argv=None) -> int:
     out = {"bench": "train_speed", "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
            "hardware": hardware(), "libraries": library_versions(), "bf16_roofline_gflops": roof,
            "steps": args.steps, "rows": rows}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2))
-    print(f"bf16 roofline {roof:.0f} GFLOP/s; wrote {args.out}")
+    print(f"bf16 roofline {roof:.0f} GFLOP/s")
+    write_result(args.out, out)
     return 0
 
 
