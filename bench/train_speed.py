@@ -81,7 +81,8 @@ def measure(task: str, share: bool, steps: int) -> dict:
     trainer.add_callback(StepTimer())
     trainer.train()
     model = trainer.model.get_base_model()
-    non_embedding = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)  # the adapter left out
+    non_embedding = frozen - model.get_input_embeddings().weight.numel()
     timed = slice(1, None)  # the first step warms up
     wall = sum(seconds[timed])
     return {

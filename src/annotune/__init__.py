@@ -21,7 +21,8 @@ OPENMP_SETTINGS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 if not any(name in os.environ for name in OPENMP_SETTINGS):
     # Idle OpenMP threads sleep instead of spinning: next to another busy process labelling runs 1.2-1.7x
     # slower instead of 2.7-5x, for 8-12 % alone (bench/contention.py). Read when torch loads, so it takes
-    # effect when annotune is imported first (the CLI); set either variable to choose yourself.
+    # effect when annotune is imported first (the CLI); set either variable to choose yourself
+    # (GOMP_SPINCOUNT=300000 is the OpenMP default).
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
 
 _EXPORTS = {

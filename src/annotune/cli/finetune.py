@@ -25,10 +25,13 @@ def finetune(
     codebook, manifest). Use the folder as `model = "<run folder>"` anywhere a model is expected."""
     quiet_libraries()
     from annotune.workflows import finetune as run_finetune, load_config
+    from annotune.finetune.distributed import is_main_process
     from annotune.finetune.trainer import merge_run
 
     cfg = load_config(config)
     run, trained = run_finetune(cfg, system=system, run=output, resume=resume, progress=not quiet, log=log)
+    if not is_main_process():  # under a launcher, rank 0 reports and merges
+        return
     console.print(f"{'trained' if trained else 'already trained'}: {run}", markup=False, highlight=False)
     if merge:
         console.print(f"merged weights: {merge_run(run)}", markup=False, highlight=False)

@@ -42,8 +42,9 @@ class FineTuneConfig(ConfigModel):
     qlora: bool = Field(False, description="4-bit base weights through bitsandbytes (CUDA only).")
     gradient_checkpointing: bool = Field(False, description="Trade compute for memory (large models on small GPUs).")
     share_prefix: bool = Field(True, description="Encode the prompt prefix a batch shares (the instructions) once "
-                               "per step instead of once per example: same loss, less compute (one process, "
-                               "no gradient checkpointing).")
+                               "per step instead of once per example: the same loss and gradients (with dropout, "
+                               "one dropout mask over the prefix), less compute and memory; one process, no "
+                               "gradient checkpointing.")
     min_examples: int = Field(4, ge=1, description="Refuse to train on fewer documents.")
     logging_steps: int = Field(5, ge=1, description="Log the loss every this many steps.")
 

@@ -2,7 +2,8 @@
 the same `annotune finetune` command, and the Trainer (through Accelerate) trains one DDP model across them
 (NCCL on GPUs, gloo on CPUs), each process on its share of every batch.
 
-What annotune adds: rank 0 resolves the base model first (a GGUF file is materialised once, not raced);
+What annotune adds: each machine's first process resolves the base model first (a GGUF file is
+materialised once per machine, not raced); rank 0 alone evaluates on the dev split;
 every rank's trained adapter is fingerprinted and the fingerprints gathered into the manifest (DDP keeps the
 replicas identical: different fingerprints mean a broken launch); rank 0 alone writes the run folder, and
 the other ranks wait for it before they return.
@@ -25,12 +26,13 @@ def is_main_process() -> bool:
 
 
 def main_process_first():
-    """A context in which rank 0 runs first and the other ranks after it (a no-op without a launcher)."""
+    """A context in which each machine's local rank 0 runs first and its other ranks after it (a no-op
+    without a launcher)."""
     if world_size() == 1:
         return nullcontext()
     from accelerate import PartialState
 
-    return PartialState().main_process_first()
+    return PartialState().local_main_process_first()
 
 
 def wait_for_everyone() -> None:

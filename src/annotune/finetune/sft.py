@@ -61,7 +61,7 @@ def trainer_classes():
     importing annotune does not import TRL)."""
     import torch
     import torch.nn.functional as F
-    from transformers import TrainerCallback
+    from transformers import Cache, TrainerCallback
     from trl import SFTTrainer
 
     class AnswerOnlyTrainer(SFTTrainer):
@@ -72,8 +72,10 @@ def trainer_classes():
 
         With ``share_prefix`` (one process, no gradient checkpointing), the prompt prefix every row of a batch
         shares is encoded once (batch of one, gradients flowing back through its keys and values) and the rows
-        continue from it: the same loss and gradients as encoding it in every row, for a fraction of the
-        compute when the codebook's instructions are long."""
+        continue from it: the same loss and gradients as encoding it in every row (with LoRA dropout, the
+        rows share one dropout mask over the prefix), for a fraction of the compute when the codebook's
+        instructions are long. Off for sliding-window attention, models without a key/value cache and
+        batches with position ids (packed)."""
 
         def __init__(self, *args, share_prefix: bool = False, **kwargs):
             super().__init__(*args, **kwargs)
@@ -101,8 +103,11 @@ def trainer_classes():
                 cache = None
                 if shared:
                     prefix = model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1)
-                    cache = prefix.past_key_values
-                    cache.batch_repeat_interleave(ids.shape[0])
+                    cache = getattr(prefix, "past_key_values", None)
+                    if isinstance(cache, Cache):
+                        cache.batch_repeat_interleave(ids.shape[0])
+                    else:  # a model without a key/value cache (a state-space model, say): no sharing
+                        self.share_prefix, shared, cache = False, 0, None
                 hook = head.register_forward_pre_hook(answer_positions_only)
                 try:
                     logits = model(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=cache,

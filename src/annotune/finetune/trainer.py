@@ -147,6 +147,10 @@ class FineTuner:
         check_training_data(train_docs, self.codebook, cfg.min_examples)
         set_seed(cfg.seed)
         device = default_device()
+        if device.startswith("cuda") and torch.cuda.device_count() > 1 and world_size() == 1:
+            raise ConfigError(f"{torch.cuda.device_count()} GPUs and no launcher: run `torchrun --nproc-per-node "
+                              f"{torch.cuda.device_count()} -m annotune finetune ...` to train on all of them, or "
+                              "set CUDA_VISIBLE_DEVICES=0 for one", field="finetune")
         dtype = parse_dtype(cfg.dtype, device)
         model, tokenizer, source = self._load_base(device)
         fit_docs, dev_docs = self.split_dev(train_docs)
@@ -193,9 +197,11 @@ class FineTuner:
                               share_prefix=cfg.share_prefix)
         progress_cb.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
-        # dev evaluation by the primary metric needs constrained answers; free-text (qa) runs keep the dev loss
+        # dev evaluation by the primary metric needs constrained answers; free-text (qa) runs keep the dev loss;
+        # under a launcher rank 0 alone evaluates (the others wait for it at the next gradient exchange)
         dev_eval = dev_callback(self.codebook, dev_docs, self.builder(), tokenizer, source, Path(output),
-                                cfg.max_text_tokens, log) if dev_docs and not self.codebook.task.open_answers else None
+                                cfg.max_text_tokens, log) if (dev_docs and not self.codebook.task.open_answers
+                                                              and is_main_process()) else None
         if dev_eval is not None:
             trainer.add_callback(dev_eval)
         info = {"source": source, "device": device, "dtype": dtype, "fit_docs": fit_docs, "dev_docs": dev_docs,
@@ -227,8 +233,8 @@ class FineTuner:
         wall = time.time() - started
         progress_cb.close()
         eval_metrics = trainer.evaluate() if info["dev_docs"] else {}
-        dev = info["dev_eval"].restore_best(trainer.model) if info["dev_eval"] else None  # the best dev state
         launch = launch_summary(trainer.model)  # every rank's adapter fingerprint, under a launcher
+        dev = info["dev_eval"].restore_best(trainer.model) if info["dev_eval"] else None  # the best dev state
         if not is_main_process():
             wait_for_everyone()  # rank 0 writes the run folder
             return output
