@@ -21,14 +21,13 @@ docs/s and the slowdown against the same setting without a competitor, and again
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import ChildFailed, report_child_result, run_child, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
@@ -78,7 +77,7 @@ def main(argv=None) -> int:
     ap.add_argument("--one", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(measure(args.docs)))
+        report_child_result(measure(args.docs))
         return 0
 
     from annotune.environment import hardware, library_versions
@@ -92,17 +91,15 @@ def main(argv=None) -> int:
             rival = subprocess.Popen([sys.executable, "-c", code], env=base_env) if code else None
             try:
                 time.sleep(2 if rival else 0)  # let the competitor get going
-                done = subprocess.run([sys.executable, __file__, "--one", "--docs", str(args.docs)],
-                                      capture_output=True, text=True, env={**base_env, **env})
+                measured = run_child(__file__, ["--one", "--docs", str(args.docs)], env={**base_env, **env})
+            except ChildFailed as exc:
+                print(exc, file=sys.stderr)
+                return 1
             finally:
                 if rival:
                     rival.kill()
                     rival.wait()
-            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if done.returncode != 0 or line is None:
-                print(done.stdout[-2000:] + done.stderr[-4000:], file=sys.stderr)
-                return 1
-            row = {"competitor": competitor, "setting": setting, **json.loads(line.removeprefix("RESULT "))}
+            row = {"competitor": competitor, "setting": setting, **measured}
             rows.append(row)
             print(f"{competitor:26} {setting:9} generate {row['generate']:.2f} docs/s  "
                   f"constrained {row['constrained']:.2f} docs/s", flush=True)

@@ -18,19 +18,15 @@ torch processes on two cores slow each other down.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import ChildFailed, report_child_result, run_child, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TASKS = {
     "bbc": ("bbc-news.toml", {}, {}),
@@ -107,7 +103,7 @@ def main(argv=None) -> int:
     ap.add_argument("--one", nargs=2, metavar=("TASK", "SHARE"), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.one:
-        print("RESULT " + json.dumps(measure(args.one[0], args.one[1] == "1", args.steps)))
+        report_child_result(measure(args.one[0], args.one[1] == "1", args.steps))
         return 0
 
     import torch
@@ -120,13 +116,12 @@ def main(argv=None) -> int:
     rows = []
     for task in args.tasks:
         for variant, share in VARIANTS.items():
-            done = subprocess.run([sys.executable, __file__, "--steps", str(args.steps), "--one", task, str(int(share))],
-                                  capture_output=True, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-            line = next((x for x in done.stdout.splitlines() if x.startswith("RESULT ")), None)
-            if done.returncode != 0 or line is None:
-                print(done.stdout[-2000:] + done.stderr[-4000:], file=sys.stderr)
+            try:
+                measured = run_child(__file__, ["--steps", str(args.steps), "--one", task, str(int(share))])
+            except ChildFailed as exc:
+                print(exc, file=sys.stderr)
                 return 1
-            row = {"variant": variant, **json.loads(line.removeprefix("RESULT "))}
+            row = {"variant": variant, **measured}
             rows.append(row)
             print(f"{task:12} {variant:14} {row['seconds_per_step']:.2f} s/step  {row['tokens_per_s']:.0f} tok/s  "
                   f"peak {row['peak_rss_gib']:.2f} GiB", flush=True)
@@ -140,8 +135,9 @@ def main(argv=None) -> int:
               "% roofline", "peak RSS GiB", "× per row")
     print("\n" + " | ".join(header))
     for r in rows:
-        print(" | ".join([r["task"], r["variant"], f"{r['tokens_per_step']:.0f}", f"{r['encoded_tokens_per_step']:.0f}",
-                          f"{r['seconds_per_step']:.2f}", f"{r['tokens_per_s']:.0f}", f"{r['encoded_tokens_per_s']:.0f}",
+        print(" | ".join([r["task"], r["variant"], f"{r['tokens_per_step']:.0f}",
+                          f"{r['encoded_tokens_per_step']:.0f}", f"{r['seconds_per_step']:.2f}",
+                          f"{r['tokens_per_s']:.0f}", f"{r['encoded_tokens_per_s']:.0f}",
                           f"{100 * r['roofline_fraction']:.0f}", f"{r['peak_rss_gib']:.2f}", f"{r['speedup']:.2f}"]))
     out = {"bench": "train_speed", "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
            "hardware": hardware(), "libraries": library_versions(), "bf16_roofline_gflops": roof,

@@ -113,7 +113,7 @@ class FineTuner:
 
         from annotune.backends.models import load_tokenizer, loadable_path, resolve_model
 
-        with main_process_first():  # under a launcher, rank 0 materialises a GGUF model once
+        with main_process_first():  # under a launcher, each machine materialises a GGUF model once
             source = resolve_model(self.base_model)
             path = loadable_path(source)
         tokenizer = load_tokenizer(path)
