@@ -222,6 +222,41 @@ def run_label(backend: LocalBackend, docs, builder: PromptBuilder, answer: str):
             "valid": sum(p.label is not None for p in preds)}, [p.label for p in preds]
 
 
+def llamacpp_rows(args, docs, builder: PromptBuilder, settle, retries):
+    """The same zero-shot prompts through llama.cpp (`LlamaCppBackend`: generation restricted by the answer
+    grammar, the shared prefix cached between documents): the model's own GGUF file (the embedded one is
+    Q4_1) and an F16 GGUF written from its checkpoint by llama.cpp's converter. Yields (key, row, labels)."""
+    import tempfile
+
+    from annotune.backends.llamacpp import LlamaCppBackend, import_llama_cpp
+    from annotune.backends.models import loadable_path, resolve_model
+    from annotune.errors import AnnotuneError
+    from annotune.export.gguf import convert_to_gguf
+
+    try:
+        import_llama_cpp()
+    except AnnotuneError as exc:
+        print(f"llama.cpp rows skipped: {exc}", flush=True)
+        return
+    source = resolve_model(args.model)
+    files = {}
+    if source.gguf_file:
+        files[source.gguf_file.rsplit(".", 2)[-2].lower()] = Path(source.location) / source.gguf_file
+    f16 = Path(tempfile.mkdtemp(prefix="annotune-bench-")) / "model-f16.gguf"
+    convert_to_gguf(loadable_path(source), f16)
+    files["f16"] = f16
+    for quant, path in files.items():
+        backend = LlamaCppBackend(path, max_text_tokens=MAX_TEXT_TOKENS)
+        backend.label(docs[:2], builder, progress=False)  # warm-up
+        r, p = best_of(args.repeats, lambda: run_label(backend, docs, builder, "generate"), settle=settle,
+                       retries=retries)
+        backend.close()
+        yield f"llamacpp_{quant}", {"label": f"llama.cpp, grammar, zero-shot ({quant.upper()} GGUF)", "dtype": quant,
+                                    "kind": "llama.cpp", "answer": "generate", "shots": 0,
+                                    "threads": backend.threads, **r}, p
+    f16.unlink()
+
+
 # ---------------------------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -234,6 +269,8 @@ def main(argv=None) -> int:
     ap.add_argument("--repeats", type=int, default=2,
                     help="time the batched forward and each label() run this many times, keep the fastest (2)")
     ap.add_argument("--skip-naive", action="store_true", help="skip the slow fp32 per-document loop")
+    ap.add_argument("--no-llamacpp", dest="llamacpp", action="store_false",
+                    help="skip the llama.cpp rows (default: run them when annotune[gguf] is installed)")
     args = ap.parse_args(argv)
 
     torch.set_num_threads(os.cpu_count())
@@ -299,6 +336,12 @@ def main(argv=None) -> int:
                         "answer": answer, "shots": len(builder.examples), **r}
         predictions[key] = p
         print(f"{label}: {r['tokens'] / r['seconds']:.0f} prompt tokens/s", flush=True)
+
+    if args.llamacpp:
+        for key, r, p in llamacpp_rows(args, docs, zero, settle, retries):
+            results[key] = r
+            predictions[key] = p
+            print(f"{r['label']}: {r['tokens'] / r['seconds']:.0f} prompt tokens/s", flush=True)
 
     if not args.skip_naive:
         fp32_model, _, _ = load_causal_lm(args.model, dtype="fp32")
@@ -388,7 +431,8 @@ def print_table(out: dict) -> None:
     def f(x, fmt="{:.0f}"):
         return "–" if x is None else fmt.format(x)
 
-    for key in ("naive", "batched", "generate_0", "constrained_0", "constrained_3"):
+    for key in ("naive", "batched", "generate_0", "constrained_0", "constrained_3",
+                *sorted(k for k in out["results"] if k.startswith("llamacpp_"))):
         r = out["results"].get(key)
         if r is None:
             continue

@@ -109,6 +109,36 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     return out
 
 
+@pytest.fixture(scope="session")
+def sharp_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
+    """The tiny Llama with embeddings 15× larger: its logits spread over several units (the 0.02-scale
+    embeddings of `tiny_model_dir` keep every log-probability near -log(vocabulary)), so that a wrong
+    attention mask changes the scores, and LoRA can move its answers."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    out = tmp_path_factory.mktemp("sharp-model")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                         initializer_range=0.3, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tmp_path_factory, tiny_model_dir) -> Path:
+    """The tiny model as an F16 GGUF file, written by llama.cpp's converter (for `llamacpp` systems)."""
+    from annotune.export.gguf import convert_to_gguf
+
+    out = tmp_path_factory.mktemp("tiny-gguf") / "tiny-f16.gguf"
+    convert_to_gguf(tiny_model_dir, out)
+    return out
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _one_torch_thread():
     """Test forwards are small: one thread is as fast as two, and far faster when another process shares

@@ -23,7 +23,7 @@ from test_compare import SINGLE_CODEBOOK, config_text, invoke, load_results, sin
 SRC = REPO / "src" / "annotune"
 
 
-def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str) -> dict[str, str]:
+def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str, tiny_gguf: Path) -> dict[str, str]:
     """A minimal [[systems]] table of every built-in type (fast settings)."""
     preds = tmp_path / "preds.jsonl"
     preds.write_text("".join(json.dumps({"id": r["id"], "label": r["label"]}) + "\n"
@@ -41,6 +41,7 @@ def system_tables(tmp_path: Path, tiny_model_dir: Path, base_url: str) -> dict[s
         "setfit": 'type = "setfit"\nmax_steps = 2\nbatch_size = 4\nmax_text_tokens = 32',
         "head": (f'type = "head"\nmodel = "{tiny_model_dir}"\ndtype = "fp32"\nepochs = 1\nbatch_size = 4\n'
                  "max_text_tokens = 32\nr = 4"),
+        "llamacpp": f'type = "llamacpp"\nmodel = "{tiny_gguf}"\nmax_text_tokens = 32\nshots = 1',
     }
 
 
@@ -74,10 +75,10 @@ def test_built_in_types_are_registered_with_their_config_classes():
 
 
 @pytest.mark.parametrize("stype", BUILT_IN)
-def test_system_contract(stype, tmp_path, tiny_model_dir, served_tiny_model):
+def test_system_contract(stype, tmp_path, tiny_model_dir, served_tiny_model, tiny_gguf):
     """Every type: parsed from its table, preflight before work, one prediction per test document in
     order, labels from the codebook or None (INVALID), a fingerprint that follows its settings."""
-    table = system_tables(tmp_path, tiny_model_dir, served_tiny_model)[stype]
+    table = system_tables(tmp_path, tiny_model_dir, served_tiny_model, tiny_gguf)[stype]
     cfg = load_config(project(tmp_path, f'[[systems]]\nname = "s"\n{table}\n'), tmp_path / "out")
     (system,) = build_systems(cfg, run_context(cfg, progress=False, log=lambda m: None))
     assert system.type == stype and system.config.type == stype
@@ -280,7 +281,8 @@ def test_no_import_cycles_between_modules():
 
 
 def test_modules_stay_small_or_say_why():
-    long = [f"{p.relative_to(SRC)} ({n} lines)" for p in SRC.rglob("*.py")
+    vendored = SRC / "export" / "converter"  # llama.cpp's converter, kept as it is upstream
+    long = [f"{p.relative_to(SRC)} ({n} lines)" for p in SRC.rglob("*.py") if vendored not in p.parents
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > 420
             and "longer than" not in p.read_text(encoding="utf-8")[:2000]]
     assert not long, long

@@ -200,6 +200,56 @@ def check_task_kind(cb: Codebook) -> None:
     assert [m["content"] for m in msgs if m["role"] == "assistant"] == [answer_text(d.label, cb) for d in shots]
 
 
+def gbnf_regex(grammar: str):
+    """The regular expression of a GBNF grammar without recursion (what `answer_grammar` writes): literals,
+    rule names, ( ), | and ?, expanded from ``root``."""
+    import re
+
+    rules = dict(line.split(" ::= ", 1) for line in grammar.splitlines())
+    token = re.compile(r'"((?:[^"\\]|\\.)*)"|([A-Za-z][A-Za-z0-9_-]*)|([()|?])|\s+')
+
+    def expand(expr: str) -> str:
+        out = []
+        for lit, name, op in token.findall(expr):
+            if name:
+                out.append(f"(?:{expand(rules[name])})")
+            elif op:
+                out.append({"(": "(?:"}.get(op, op))
+            else:
+                out.append(re.escape(json.loads(f'"{lit}"')))  # our literals escape as JSON strings do
+        return "".join(out)
+
+    return re.compile(expand(rules["root"]), re.DOTALL)
+
+
+def check_answer_grammar(cb: Codebook) -> None:
+    """A grammar admits every canonical answer and nothing that is not one."""
+    grammar = cb.task.answer_grammar()
+    if grammar is None:
+        return
+    pattern = gbnf_regex(grammar)
+    answers = [cb.task.answer_text(v) for v in cb.task.example_labels()]
+    for text in answers:
+        assert pattern.fullmatch(text), (text, grammar)
+        assert not pattern.fullmatch(text + " x") and not pattern.fullmatch(" " + text)
+    rng = random.Random(0)
+    for _ in range(200):  # random strings over the answers' characters: admitted only if they parse
+        chars = "".join(answers)
+        text = "".join(rng.choice(chars) for _ in range(rng.randint(1, 12)))
+        if pattern.fullmatch(text):
+            assert cb.task.parse(text).label is not None, text
+    for text in answers:
+        if pattern.fullmatch(text):
+            assert cb.task.parse(text).label is not None
+
+
+@pytest.mark.parametrize("kind", task_names())
+def test_every_answer_grammar_admits_exactly_the_canonical_answers(kind):
+    check_answer_grammar(codebook_for(kind))
+    check_answer_grammar(codebook_for(kind, [{"name": 'say "no"\\', "definition": "quotes"}, *LABELS[:2]])
+                         if not get_task(kind).open_answers else codebook_for(kind))
+
+
 @pytest.mark.parametrize("kind", task_names())
 def test_every_registered_kind_passes_the_contract(kind):
     check_task_kind(codebook_for(kind))

@@ -36,6 +36,7 @@ _EXPORTS = {
     "compare": "annotune.workflows",
     "curve": "annotune.workflows",
     "finetune": "annotune.workflows",
+    "export_gguf": "annotune.export.gguf",
     "get_backend": "annotune.workflows",
     "register_system": "annotune.systems.base",
     "System": "annotune.systems.base",

@@ -2,7 +2,8 @@
 `annotune.cli.render`. Errors in the user's input are printed as one line (file, row, field) with exit status
 2, never as a traceback; Ctrl-C says what was kept."""
 
-from annotune.cli import check, compare, curve, finetune, judge, labelling, plan, report, review, schema, serve  # noqa: F401 - registers
+from annotune.cli import (  # noqa: F401 - registers
+    check, compare, curve, export_run, finetune, judge, labelling, plan, report, review, schema, serve)
 from annotune.cli.app import app
 
 __all__ = ["app"]

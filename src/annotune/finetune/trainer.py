@@ -324,10 +324,11 @@ def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None
     return model, tokenizer, manifest
 
 
-def merge_run(path: str | Path) -> Path:
-    """Write merged full weights to ``<run>/merged`` (for serving or llama.cpp conversion)."""
+def merge_run(path: str | Path, target: str | Path | None = None) -> Path:
+    """Write merged full weights to ``target`` (default ``<run>/merged``), for serving or llama.cpp
+    conversion."""
     model, tokenizer, _ = load_run(path, dtype="fp32", device="cpu")
-    target = Path(path) / "merged"
+    target = Path(target) if target else Path(path) / "merged"
     tmp = target.with_name("merged.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

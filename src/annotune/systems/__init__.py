@@ -1,7 +1,7 @@
 """System types: one module each, registered by type name (see `annotune.systems.base`)."""
 
 from annotune.systems import (  # noqa: F401
-    api, embedding, finetuned, head, predictions, prompt, reference, setfit_system, tfidf)
+    api, embedding, finetuned, head, llamacpp, predictions, prompt, reference, setfit_system, tfidf)
 from annotune.systems.base import (
     RunContext,
     System,

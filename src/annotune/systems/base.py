@@ -43,8 +43,8 @@ class SystemConfig(ConfigModel):
     """Keys every ``[[systems]]`` table has."""
 
     name: str = Field(min_length=1, description="Name in the table, results and reports (unique).")
-    type: str = Field(description="System type (prompt, finetuned, tfidf, embedding, predictions, api, or a "
-                                  "plugin's).")
+    type: str = Field(description="System type (prompt, finetuned, head, embedding, setfit, tfidf, api, "
+                                  "llamacpp, predictions, reference, or a plugin's).")
     train_size: int | None = Field(None, ge=1, description="Training documents this system learns from (or draws "
                                                            "few-shot examples from): a seeded stratified subsample "
                                                            "of the training split (default: the config's "

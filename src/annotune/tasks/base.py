@@ -102,6 +102,37 @@ def _unhashable(value: Any) -> Any:
     return value
 
 
+def gbnf_literal(text: str) -> str:
+    """``text`` as a GBNF string literal."""
+    out = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\x{ord(ch):02X}")
+        else:
+            out.append(ch)
+    return '"' + "".join(out) + '"'
+
+
+def ordered_list_grammar(items: list[str], *, open: str, close: str, empty: bool) -> str:
+    """A GBNF grammar for ``open item, item … close`` where the items (GBNF expressions) appear at most once
+    each, in the given order, separated by ``", "`` — how `json.dumps` writes a list or object in codebook
+    order. ``empty``: ``open close`` alone is admitted too."""
+    n = len(items)
+    rules = [f"item{i} ::= {item}" for i, item in enumerate(items)]
+
+    def chain(i: int) -> str:
+        return f"item{i}" + (f" rest{i}" if i < n - 1 else "")
+
+    for i in range(n - 1):
+        rules.append(f"rest{i} ::= (" + " | ".join(f'", " {chain(j)}' for j in range(i + 1, n)) + ")?")
+    body = "(" + " | ".join(chain(i) for i in range(n)) + ")" + ("?" if empty else "")
+    return "\n".join([f"root ::= {gbnf_literal(open)} {body} {gbnf_literal(close)}", *rules])
+
+
 class TaskKind(ABC):
     """One task kind. Subclasses set the class attributes and implement the abstract methods."""
 
@@ -194,6 +225,11 @@ class TaskKind(ABC):
     @abstractmethod
     def answer_schema(self) -> dict:
         """The strict JSON schema of a structured `generate` answer (structured API output)."""
+
+    def answer_grammar(self) -> str | None:
+        """A GBNF grammar (llama.cpp) that admits exactly the canonical answers (`answer_text`), for
+        grammar-constrained generation; None: free text."""
+        return None
 
     @abstractmethod
     def structured_text(self, label: LabelValue) -> str:

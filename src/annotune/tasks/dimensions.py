@@ -15,7 +15,8 @@ import numpy as np
 from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from annotune.evaluation import metrics as M
-from annotune.tasks.base import CellReader, ParsedAnswer, Question, TaskKind
+from annotune.tasks.base import (
+    CellReader, ParsedAnswer, Question, TaskKind, gbnf_literal, ordered_list_grammar)
 from annotune.tasks.text import (
     invalid,
     json_block,
@@ -84,21 +85,14 @@ def _parse_dimensions(raw: str, codebook: Codebook) -> ParsedAnswer:
     if not text:
         return invalid(raw, "empty answer")
     status, value, _ = json_block(text)
-    if status == "none":
-        return invalid(raw, "no JSON object found")
-    if status == "truncated":
-        return invalid(raw, "truncated JSON (never closed)")
-    if status == "bad":
-        return invalid(raw, "malformed JSON")
+    problems = {"none": "no JSON object found", "truncated": "truncated JSON (never closed)", "bad": "malformed JSON"}
+    if status in problems:
+        return invalid(raw, problems[status])
 
     # {"dimensions": {...}} wrapper
     if isinstance(value, dict) and len(value) == 1:
         (key, inner), = value.items()
-        if (
-            isinstance(inner, (dict, list))
-            and normalise(str(key)) in _WRAPPERS
-            and match_label(codebook, str(key)) is None
-        ):
+        if isinstance(inner, (dict, list)) and normalise(str(key)) in _WRAPPERS and not match_label(codebook, str(key)):
             value = inner
 
     pairs: list[tuple[Any, Any]]
@@ -275,6 +269,12 @@ class DimensionsTask(TaskKind):
                 raise cells.fail(f"dimension {dim!r} given twice with different values ({found[dim]!r}, {canon!r})")
             found[dim] = canon
         return {n: found[n] for n in cb.label_names if n in found}
+
+    def answer_grammar(self) -> str:
+        quoted = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731
+        values = "(" + " | ".join(gbnf_literal(quoted(v)) for v in self.codebook.scale) + ")"
+        pairs = [f"{gbnf_literal(quoted(n) + ': ')} {values}" for n in self.codebook.label_names]
+        return ordered_list_grammar(pairs, open="{", close="}", empty=True)
 
     def answer_schema(self) -> dict:
         values = list(self.values())

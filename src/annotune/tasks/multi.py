@@ -16,7 +16,8 @@ from sklearn.metrics import f1_score, hamming_loss, precision_recall_fscore_supp
 from sklearn.preprocessing import MultiLabelBinarizer
 
 from annotune.evaluation import metrics as M
-from annotune.tasks.base import CellReader, ParsedAnswer, Question, TaskKind
+from annotune.tasks.base import (
+    CellReader, ParsedAnswer, Question, TaskKind, gbnf_literal, ordered_list_grammar)
 from annotune.tasks.text import (
     balanced_end,
     clean,
@@ -249,6 +250,10 @@ class MultiTask(TaskKind):
             if sep in s:
                 return [p.strip() for p in s.split(sep) if p.strip()]
         return [s]
+
+    def answer_grammar(self) -> str:
+        names = [gbnf_literal(json.dumps(n, ensure_ascii=False)) for n in self.codebook.label_names]
+        return ordered_list_grammar(names, open="[", close="]", empty=False)
 
     def answer_schema(self) -> dict:
         names = list(self.codebook.label_names)

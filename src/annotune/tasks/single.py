@@ -14,7 +14,8 @@ import numpy as np
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 from annotune.evaluation import metrics as M
-from annotune.tasks.base import COLLAPSE_MIN_DOCS, KAPPA_NEAR_ZERO, CellReader, ParsedAnswer, Question, TaskKind
+from annotune.tasks.base import (
+    COLLAPSE_MIN_DOCS, KAPPA_NEAR_ZERO, CellReader, ParsedAnswer, Question, TaskKind, gbnf_literal)
 from annotune.tasks.text import (
     balanced_end,
     clean,
@@ -193,6 +194,9 @@ class SingleTask(TaskKind):
         if isinstance(raw, (list, tuple, dict)):
             raise cells.fail(f"{self.data_format}; got {cells.describe(raw)}")
         return cells.name(raw)
+
+    def answer_grammar(self) -> str:
+        return "root ::= " + " | ".join(gbnf_literal(name) for name in self.codebook.label_names)
 
     def answer_schema(self) -> dict:
         props = {"label": {"type": "string", "enum": list(self.codebook.label_names)}}
