@@ -19,7 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import comparison_header, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -95,11 +95,7 @@ def main(argv=None) -> int:
     print("\ntraining: " + ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in training.items()))
     out = {
-        "bench": "bbc_finetune",
-        "date": time.strftime("%Y-%m-%d"),
-        "seconds": round(time.time() - started, 1),
-        "hardware": results["environment"]["hardware"],
-        "libraries": results["environment"]["libraries"],
+        **comparison_header("bbc_finetune", started, results),
         "training": training,
         "systems": [{"name": s["name"], "metrics": {k: s["metrics"].get(k) for k in (
             "valid_rate", "accuracy_valid", "accuracy", "macro_f1", "macro_f1_ci", "kappa")},

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 RESULT = "RESULT "
@@ -30,6 +31,13 @@ def run_child(script: str, args: list[str], env: dict[str, str] | None = None) -
     return json.loads(line.removeprefix(RESULT))
 
 
+def comparison_header(bench: str, started: float, results: dict) -> dict:
+    """The fields a bench's JSON starts with when it ran a comparison: name, date, seconds since ``started``
+    (a `time.time()`), and the comparison's hardware and library versions."""
+    return {"bench": bench, "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
+            "hardware": results["environment"]["hardware"], "libraries": results["environment"]["libraries"]}
+
+
 def write_result(path: str | Path, result: dict) -> Path:
     """Write a bench's result as JSON (its folder created) and say where."""
     path = Path(path)
@@ -39,4 +47,4 @@ def write_result(path: str | Path, result: dict) -> Path:
     return path
 
 
-__all__ = ["ChildFailed", "report_child_result", "run_child", "write_result"]
+__all__ = ["ChildFailed", "comparison_header", "report_child_result", "run_child", "write_result"]

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import comparison_header, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -60,11 +60,7 @@ def main(argv=None) -> int:
     manifest = json.loads((Path(ft["stats"]["run"]) / "manifest.json").read_text())
     keys = ("valid_rate", "presence_micro_f1", "intensity_micro_f1", "intensity_micro_f1_ci", "accD", "jaccard")
     out = {
-        "bench": "flourishing",
-        "date": time.strftime("%Y-%m-%d"),
-        "seconds": round(time.time() - started, 1),
-        "hardware": results["environment"]["hardware"],
-        "libraries": results["environment"]["libraries"],
+        **comparison_header("flourishing", started, results),
         "test_documents": results["data"]["test"],
         "training": {k: manifest["training"][k] for k in ("wall_seconds", "tokens", "tokens_per_s",
                                                           "train_loss", "dev_loss", "peak_memory_gib")}

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import comparison_header, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -99,11 +99,7 @@ def main(argv=None) -> int:
         print(f"| {s['name']} | {100 * m['valid_rate']:.1f} | {m['accuracy']:.3f} | {m['macro_f1']:.3f} "
               f"[{ci[0]:.3f}, {ci[1]:.3f}] | {s['agreement_with_pytorch_fp32']:.3f} | {s['docs_per_s']:.2f} |")
     write_result(args.out, {
-        "bench": "gguf_export",
-        "date": time.strftime("%Y-%m-%d"),
-        "seconds": round(time.time() - started, 1),
-        "hardware": results["environment"]["hardware"],
-        "libraries": results["environment"]["libraries"],
+        **comparison_header("gguf_export", started, results),
         "roofline_gflops": roof,
         "run": str(run),
         "train_articles": args.train,

@@ -32,6 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
+from benchlib import comparison_header, write_result  # noqa: E402
 from labelling_speed import matmul_roofline  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "medquad" / "qa.jsonl"
@@ -187,11 +188,7 @@ def main(argv=None) -> int:
         print(f"position bias over {reliability['pairwise']['questions']} questions: {json.dumps(pb)}")
     histogram(results, Path(args.out).with_suffix(".png"))
     out = {
-        "bench": "medquad_qa",
-        "date": time.strftime("%Y-%m-%d"),
-        "seconds": round(time.time() - started, 1),
-        "hardware": results["environment"]["hardware"],
-        "libraries": results["environment"]["libraries"],
+        **comparison_header("medquad_qa", started, results),
         "bf16_roofline_gflops": roof["gflops"],
         "data": {"file": str(DATA.relative_to(ROOT.parent)), "max_answer_words": args.max_answer_words,
                  **results["data"]},
@@ -203,8 +200,8 @@ def main(argv=None) -> int:
         "systems": rows,
         "reliability": reliability,
     }
-    Path(args.out).write_text(json.dumps(out, indent=2, ensure_ascii=False))
-    print(f"wrote {args.out} and {Path(args.out).with_suffix('.png')}")
+    write_result(args.out, out)
+    print(f"wrote {Path(args.out).with_suffix('.png')}")
     return 0
 
 

@@ -111,9 +111,9 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
 
 @pytest.fixture(scope="session")
 def sharp_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
-    """The tiny Llama with embeddings 15× larger: its logits spread over several units (the 0.02-scale
-    embeddings of `tiny_model_dir` keep every log-probability near -log(vocabulary)), so that a wrong
-    attention mask changes the scores, and LoRA can move its answers."""
+    """The tiny Llama with weights 15× larger: its logits spread over several units (the 0.02-scale
+    embeddings of `tiny_model_dir` keep every log-probability near -log(vocabulary)), so that LoRA can move
+    its answers and numeric differences between engines show."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 

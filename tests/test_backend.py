@@ -483,30 +483,3 @@ def test_end_of_turn_is_scored_only_where_an_option_is_a_prefix_of_another(backe
     ambiguous = b.option_ids(("sport", "sport news"), eot)
     assert ambiguous == [b.encode("sport" + eot), b.encode("sport news" + eot)]
 
-
-@pytest.mark.parametrize("kind", ["multi", "dimensions"])
-def test_branched_scoring_equals_the_single_tree(sharp_model_dir, kind):
-    """Many questions are scored document first, then one branch per question over its cache: the same
-    log-probabilities as one tree row per document, on random documents of random lengths."""
-    import random
-
-    b = LocalBackend(str(sharp_model_dir), dtype="fp32", batch_size=4)
-    codebook = make_codebook(kind)
-    parts = PromptBuilder(codebook).parts(b.tokenizer)
-    prefix = b.encode(parts.prefix)
-    rng = random.Random(3)
-    words = " ".join(TEXTS).split()
-    docs = [b.encode(" ".join(rng.choices(words, k=rng.randint(1, 40)))) + b.encode(parts.between)
-            for _ in range(5)]
-    questions = codebook.task.constrained_questions()
-    q_rows = [b.encode(q.text + parts.suffix) for q in questions]
-    opt_rows = [b.option_ids(q.options, parts.end_of_turn) for q in questions]
-    with torch.inference_mode():
-        kv = b._encode_prefix(prefix)
-        tree = b._score(kv, len(prefix), docs, q_rows, opt_rows)
-        branched = b._score_branched(kv, len(prefix), docs, q_rows, opt_rows)
-    spread = max(float(np.ptp(q)) for d in tree for q in d)
-    assert spread > 0.5  # the scores differ between options: a masking error would show
-    for d_tree, d_branch in zip(tree, branched):
-        for q_tree, q_branch in zip(d_tree, d_branch):
-            assert q_branch == pytest.approx(q_tree, abs=1e-4)

@@ -9,12 +9,10 @@
 
 Both share one engine built for CPUs, where a 135M model's output layer over a 49k vocabulary costs more
 than the rest of the network: the prompt part common to all documents (system prompt + few-shot turns)
-is encoded once per run and its key/value cache reused; each document is encoded once, and the answer
-options of a question are appended *in the same row* as a token tree with a custom attention mask (each
-option sees the prefix, the document, its question and itself), so nothing is copied per option. One
-question (single) hangs off its document in the document's row; many questions (multi, dimensions) run as
-the rows of one batch over the document's cache, one question each, so that no question attends across the
-others' positions; vocabulary logits are computed only at the positions that are scored.
+is encoded once per run and its key/value cache reused; each document is encoded once, and all questions
+and answer options about it are appended *in the same row* as a token tree with a custom attention mask
+(each option sees the prefix, the document, its question and itself), so nothing is copied per option;
+vocabulary logits are computed only at the positions that are scored.
 """
 
 from __future__ import annotations

@@ -206,10 +206,9 @@ class LocalBackend(Backend):
                 tree_len = sum(len(q) + sum(len(o) - 1 for o in opts) for q, opts in zip(q_rows, opt_rows))
                 # keep each forward at roughly the same number of tokens
                 per_batch = max(1, min(self.batch_size, (self.batch_size * 640) // (640 + tree_len)))
-                score = self._score_branched if len(questions) > 1 else self._score
                 for start in range(0, len(order), per_batch):
                     batch = order[start: start + per_batch]
-                    logps = score(prefix_kv, len(prefix_ids), [doc_ids[i] for i in batch], q_rows, opt_rows)
+                    logps = self._score(prefix_kv, len(prefix_ids), [doc_ids[i] for i in batch], q_rows, opt_rows)
                     for i, per_question in zip(batch, logps):
                         label, conf, pdict = decide_constrained(codebook, [softmax(lp) for lp in per_question])
                         raw = answer_text(label, codebook)
@@ -310,46 +309,6 @@ class LocalBackend(Backend):
         sums = [[np.zeros(len(opts)) for opts in opt_rows] for _ in doc_rows]
         for (r, _, _, qi, oi), lp in zip(targets, tok_lp):
             sums[r][qi][oi] += lp
-        return sums
-
-    def _score_branched(self, prefix_kv, prefix_len, doc_rows, q_rows, opt_rows) -> list[list[np.ndarray]]:
-        """`_score` for many questions: the documents are encoded first (one batch, their keys and values
-        kept), then each document's questions run as the rows of one batch over that cache — each branch
-        attends to the prefix, the document and itself, not across the padded width of one long tree row.
-        The same log-probabilities as `_score` (tests/test_backend.py), with far less attention work when the
-        questions outweigh the document (46 dimension questions about a tweet)."""
-        import torch
-
-        _, cache = self._forward_tree(prefix_kv, prefix_len, doc_rows,
-                                      [list(range(-1, len(d) - 1)) for d in doc_rows], keep_cache=True)
-        rows, parents, targets = [], [], []  # one row per question; targets: (row, position, token, option)
-        for qi, (q, opts) in enumerate(zip(q_rows, opt_rows)):
-            toks, par = list(q), list(range(-1, len(q) - 1))
-            for oi, opt in enumerate(opts):
-                prev = len(q) - 1
-                for j, tok in enumerate(opt):
-                    targets.append((qi, prev, tok, oi))
-                    if j < len(opt) - 1:
-                        toks.append(tok)
-                        par.append(prev)
-                        prev = len(toks) - 1
-            rows.append(toks)
-            parents.append(par)
-        t = np.array([(a, b, c) for a, b, c, _ in targets], dtype=np.int64)
-        sums = []
-        for r, doc in enumerate(doc_rows):
-            seen = prefix_len + len(doc)
-            doc_kv = [(layer.keys[r: r + 1, :, :seen], layer.values[r: r + 1, :, :seen]) for layer in cache.layers]
-            hidden = self._forward_tree(doc_kv, seen, rows, parents)
-            flat = t[:, 0] * hidden.shape[1] + t[:, 1]
-            uniq, inverse = np.unique(flat, return_inverse=True)
-            h = hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(uniq).to(self.device)]
-            logp = torch.log_softmax(self.lm_head(h).float(), dim=-1)
-            tok_lp = logp[torch.from_numpy(inverse).to(self.device), torch.from_numpy(t[:, 2]).to(self.device)]
-            per_doc = [np.zeros(len(opts)) for opts in opt_rows]
-            for (qi, _, _, oi), lp in zip(targets, tok_lp.cpu().numpy()):
-                per_doc[qi][oi] += lp
-            sums.append(per_doc)
         return sums
 
     def _generate(self, prefix_kv, prefix_len, rows, stop: set[int], limit: int,
