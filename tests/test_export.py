@@ -158,3 +158,17 @@ def test_llama_cpp_compiles_every_answer_grammar(kind):
     for labels in (LABELS, [{"name": 'say "no"\\ ünï', "definition": "quotes"}, *LABELS[:2]]):
         grammar = codebook_for(kind, labels).task.answer_grammar()
         assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
+
+
+def test_a_failed_conversion_says_why_and_leaves_nothing_behind(exported, tmp_path):
+    import shutil
+
+    from annotune.errors import AnnotuneError
+
+    run = tmp_path / "run"
+    shutil.copytree(exported, run, ignore=shutil.ignore_patterns("gguf"))
+    (run / "merged").mkdir()  # merged weights of an architecture llama.cpp does not know
+    (run / "merged" / "config.json").write_text(json.dumps({"architectures": ["NoSuchModelForCausalLM"]}))
+    with pytest.raises(AnnotuneError, match="(?s)converter .* failed .*NoSuchModelForCausalLM is not supported"):
+        export_gguf(run, quant="q4_k_m", log=lambda m: None)
+    assert not (run / "gguf").exists() and not (run / "gguf.tmp").exists()

@@ -128,9 +128,11 @@ class GGUFChat:
     ``eos_token``); rendered by llama-cpp-python's Jinja2 formatter, as llama.cpp's server does."""
 
     def __init__(self, llm):
+        def text(token: int) -> str:
+            return llm.detokenize([token], special=True).decode("utf-8", errors="replace") if token >= 0 else ""
+
         self.chat_template = llm.metadata.get("tokenizer.chat_template") or None
-        self.eos_token = llm._model.token_get_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
-        self.bos_token = llm._model.token_get_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
+        self.eos_token, self.bos_token = text(llm.token_eos()), text(llm.token_bos())
 
     def apply_chat_template(self, messages, *, tokenize: bool = False, add_generation_prompt: bool = False) -> str:
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter

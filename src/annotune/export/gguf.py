@@ -76,10 +76,7 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
     GGUF, the ``quant`` one unless ``quant`` is None or ``"f16"``, an Ollama Modelfile and ``export.json``
     (returned). An existing export folder is replaced only once the new one is complete."""
     from annotune.backends.llamacpp import import_llama_cpp
-    from annotune.backends.models import file_sha256, load_tokenizer
-    from annotune.codebook import Codebook
-    from annotune.finetune.trainer import RUN_CODEBOOK, RUN_MANIFEST, RUN_PROMPT, is_run_folder, merge_run
-    from annotune.tasks.prompts import end_of_turn, system_prompt
+    from annotune.finetune.trainer import RUN_MANIFEST, is_run_folder
 
     run = Path(run)
     quant = None if quant in (None, F16) else quant.lower()
@@ -96,6 +93,24 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    try:
+        manifest = _write_export(run, tmp, quant, threads, context, log)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # no half-written export (nor its merged weights) stays behind
+        raise
+    shutil.rmtree(target, ignore_errors=True)
+    os.replace(tmp, target)
+    return manifest | {"folder": str(target)}
+
+
+def _write_export(run: Path, tmp: Path, quant: str | None, threads: int, context: int, log) -> dict:
+    """The files of an export, written into ``tmp``; returns export.json's content."""
+    from annotune.backends.llamacpp import import_llama_cpp
+    from annotune.backends.models import file_sha256, load_tokenizer
+    from annotune.codebook import Codebook
+    from annotune.finetune.trainer import RUN_CODEBOOK, RUN_MANIFEST, RUN_PROMPT, merge_run
+    from annotune.tasks.prompts import end_of_turn, system_prompt
+
     merged = run / "merged"
     if not (merged / "config.json").exists():
         log(f"merging the adapter into the base weights → {tmp / 'merged'}")
@@ -135,9 +150,7 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     (tmp / EXPORT_MANIFEST).write_text(json.dumps(manifest, indent=2))
-    shutil.rmtree(target, ignore_errors=True)
-    os.replace(tmp, target)
-    return manifest | {"folder": str(target)}
+    return manifest
 
 
 def export_info(gguf: str | Path) -> dict | None:

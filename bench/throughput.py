@@ -1,0 +1,173 @@
+#!/usr/bin/env python
+"""One table of how fast annotune labels and trains on this machine, each row in a fresh process (peak RSS is
+per process), next to the matmul roofline and llama.cpp measured in the same run.
+
+    python bench/throughput.py [--docs 48] [--steps 6] [--out bench/results/throughput.json]
+
+Labelling rows (the first N test articles of `examples/bbc-news.toml`'s split, the embedded SmolLM2-135M, 256
+document tokens): `constrained` zero- and 3-shot and `generate` zero-shot (`LocalBackend.label`, bf16 where the
+CPU has it), llama.cpp on the model's own GGUF (Q4_1) and on an F16 GGUF written by llama.cpp's converter (same
+prompts token for token, answer grammar; needs annotune[gguf]), and the encoding pass of an `embedding` system
+(mean-pooled hidden states of the same model). Training rows: LoRA on BBC News and on flourishing, shared prompt
+prefix (the default), `--steps` steps of batch 8 (`bench/train_speed.py`'s measurement; first step left out).
+FLOPs: 2 (labelling) or 4 (LoRA training) × non-embedding parameters per encoded token; fractions are of the
+bf16 roofline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import sys
+import time
+from pathlib import Path
+
+from benchlib import ChildFailed, report_child_result, run_child, write_result
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+MAX_TEXT_TOKENS = 256
+LABEL_ROWS = {
+    "constrained, zero-shot": ("torch", "constrained", 0),
+    "constrained, 3-shot": ("torch", "constrained", 3),
+    "generate, zero-shot": ("torch", "generate", 0),
+    "llama.cpp Q4_1 (the shipped GGUF), grammar": ("llamacpp", "q4_1", 0),
+    "llama.cpp F16, grammar": ("llamacpp", "f16", 0),
+    "embedding: mean-pooled hidden states": ("embedding", None, 0),
+}
+TRAIN_ROWS = {"LoRA training, BBC News": "bbc", "LoRA training, flourishing": "flourishing"}
+
+
+def peak_rss_gib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
+def label_row(name: str, n_docs: int, f16_path: str) -> dict:
+    """Run one labelling row in this process (a child) and return its measurement."""
+    import torch
+
+    from annotune.backends.local import LocalBackend
+    from annotune.backends.models import load_causal_lm
+    from annotune.environment import quiet_libraries
+    from annotune.experiments.compare import split_data
+    from annotune.experiments.config import load_config
+    from annotune.tasks.prompts import PromptBuilder, draw_examples
+
+    quiet_libraries()
+    engine, mode, shots = LABEL_ROWS[name]
+    cfg = load_config(ROOT / "examples" / "bbc-news.toml")
+    train, test = split_data(cfg, cfg.load_data())
+    docs = test.docs[:n_docs]
+    builder = PromptBuilder(cfg.codebook, draw_examples(train.docs, cfg.codebook, shots, cfg.seed), example_chars=600)
+    model, _, _ = load_causal_lm("smollm2", dtype="fp32")
+    non_embedding = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
+    del model
+    if engine == "embedding":
+        from annotune.systems.embedding import EmbeddingConfig, _Encoder
+
+        encoder = _Encoder(EmbeddingConfig(name="e", type="embedding", model="smollm2",
+                                           max_text_tokens=MAX_TEXT_TOKENS))
+        texts = [d.text for d in docs]
+        encoder.encode(texts[:2])  # load and warm up
+        started = time.perf_counter()
+        encoder.encode(texts)
+        seconds = time.perf_counter() - started
+        tokenizer = encoder._model[1] if isinstance(encoder._model, tuple) else None  # (model, tokenizer) for HF
+        encoded = (sum(len(tokenizer(t, truncation=True, max_length=MAX_TEXT_TOKENS)["input_ids"]) for t in texts)
+                   if tokenizer else None)
+        return {"docs": len(docs), "seconds": seconds, "encoded_tokens": encoded, "non_embedding": non_embedding,
+                "peak_rss_gib": peak_rss_gib()}
+    if engine == "llamacpp":
+        from annotune.backends.llamacpp import LlamaCppBackend
+        from annotune.backends.models import resolve_model
+
+        source = resolve_model("smollm2")
+        path = Path(source.location) / source.gguf_file if mode == "q4_1" else Path(f16_path)
+        backend = LlamaCppBackend(path, max_text_tokens=MAX_TEXT_TOKENS)
+        answer = "generate"
+    else:
+        backend = LocalBackend("smollm2", dtype="auto", batch_size=8, max_text_tokens=MAX_TEXT_TOKENS)
+        answer = mode
+    backend.label(docs[:2], builder, answer, progress=False)  # warm-up
+    preds, stats = backend.label(docs, builder, answer, progress=False)
+    return {"docs": len(docs), "seconds": stats.seconds, "encoded_tokens": stats.prompt_tokens + stats.generated_tokens,
+            "prompt_tokens_nominal": stats.prompt_tokens_nominal, "non_embedding": non_embedding,
+            "accuracy": sum(p.label == d.label for p, d in zip(preds, docs)) / len(docs),
+            "torch_threads": torch.get_num_threads(), "peak_rss_gib": peak_rss_gib()}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--docs", type=int, default=48)
+    ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
+    ap.add_argument("--one", nargs=3, metavar=("KIND", "ROW", "ARG"), help=argparse.SUPPRESS)  # a child's row
+    args = ap.parse_args(argv)
+    if args.one:
+        kind, row, arg = args.one
+        if kind == "label":
+            report_child_result(label_row(row, args.docs, arg))
+        else:
+            from train_speed import measure
+
+            report_child_result(measure(TRAIN_ROWS[row], True, args.steps))
+        return 0
+
+    import tempfile
+
+    import torch
+
+    from annotune.environment import hardware, library_versions
+    from labelling_speed import matmul_roofline
+
+    started = time.time()
+    roofline = {"bf16": matmul_roofline(torch.bfloat16)["gflops"], "fp32": matmul_roofline(torch.float32)["gflops"]}
+    f16 = Path(tempfile.mkdtemp(prefix="annotune-throughput-")) / "model-f16.gguf"
+    try:
+        from annotune.backends.models import loadable_path, resolve_model
+        from annotune.export.gguf import convert_to_gguf
+
+        convert_to_gguf(loadable_path(resolve_model("smollm2")), f16)
+    except Exception as exc:  # no llama.cpp: its rows are skipped
+        print(f"F16 GGUF not written ({exc}); llama.cpp rows will fail", flush=True)
+    rows = {}
+    for name in [*LABEL_ROWS, *TRAIN_ROWS]:
+        kind = "label" if name in LABEL_ROWS else "train"
+        try:
+            m = run_child(__file__, ["--docs", str(args.docs), "--steps", str(args.steps), "--one", kind, name,
+                                     str(f16)])
+        except ChildFailed as exc:
+            print(f"{name}: failed\n{str(exc)[-600:]}", flush=True)
+            continue
+        if kind == "label":
+            m["docs_per_s"] = m["docs"] / m["seconds"]
+            m["encoded_tokens_per_s"] = m["encoded_tokens"] / m["seconds"] if m.get("encoded_tokens") else None
+            flops = 2 * m["non_embedding"] * (m["encoded_tokens_per_s"] or 0)
+        else:
+            m["docs_per_s"] = m["batch_size"] / m["seconds_per_step"]
+            flops = 4 * m["non_embedding_params"] * m["encoded_tokens_per_s"]
+        m["gflops"] = flops / 1e9 or None
+        m["roofline_fraction_bf16"] = m["gflops"] / roofline["bf16"] if m["gflops"] else None
+        rows[name] = m
+        print(f"{name}: {m['docs_per_s']:.2f} docs/s, {m['encoded_tokens_per_s'] or 0:.0f} encoded tok/s, "
+              f"{100 * (m['roofline_fraction_bf16'] or 0):.0f} % of bf16 roofline, peak RSS {m['peak_rss_gib']:.2f} GiB",
+              flush=True)
+    f16.unlink(missing_ok=True)
+    print(f"\nroofline: bf16 {roofline['bf16']:.0f}, fp32 {roofline['fp32']:.0f} GFLOP/s\n")
+    print("| row | docs/s | encoded tok/s | % of bf16 roofline | peak RSS GiB |")
+    print("|---|---|---|---|---|")
+    for name, m in rows.items():
+        tps = m["encoded_tokens_per_s"]
+        frac = m["roofline_fraction_bf16"]
+        print(f"| {name} | {m['docs_per_s']:.2f} | {f'{tps:,.0f}' if tps else '–'} | "
+              f"{f'{100 * frac:.0f} %' if frac else '–'} | {m['peak_rss_gib']:.2f} |")
+    write_result(args.out, {"bench": "throughput", "date": time.strftime("%Y-%m-%d"),
+                            "seconds": round(time.time() - started, 1), "machine": hardware(),
+                            "libraries": library_versions(), "roofline_gflops": roofline, "docs": args.docs,
+                            "steps": args.steps, "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
