@@ -90,23 +90,27 @@ def embedded_model_dir() -> Path:
     return materialise_gguf(resolve_model("smollm2"))
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
-    """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer and chat template."""
+def save_tiny_llama(out: Path, tokenizer_dir: Path, **config) -> Path:
+    """A randomly initialised 2-layer Llama (seed 0) with the tokenizer and chat template of ``tokenizer_dir``,
+    saved to ``out``; ``config`` overrides LlamaConfig settings."""
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
-    out = tmp_path_factory.mktemp("tiny-model")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
+    settings = dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                    num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
+                    tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
+                    eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(0)
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(out)
+    LlamaForCausalLM(LlamaConfig(**{**settings, **config})).save_pretrained(out)
     tokenizer.save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
+    """A randomly initialised 2-layer Llama with the real SmolLM2 tokenizer and chat template."""
+    return save_tiny_llama(tmp_path_factory.mktemp("tiny-model"), embedded_model_dir)
 
 
 @pytest.fixture(scope="session")
@@ -114,19 +118,7 @@ def sharp_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     """The tiny Llama with weights 15× larger: its logits spread over several units (the 0.02-scale
     embeddings of `tiny_model_dir` keep every log-probability near -log(vocabulary)), so that LoRA can move
     its answers and numeric differences between engines show."""
-    import torch
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
-
-    out = tmp_path_factory.mktemp("sharp-model")
-    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-                         initializer_range=0.3, tie_word_embeddings=True, bos_token_id=tokenizer.bos_token_id,
-                         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(out)
-    tokenizer.save_pretrained(out)
-    return out
+    return save_tiny_llama(tmp_path_factory.mktemp("sharp-model"), embedded_model_dir, initializer_range=0.3)
 
 
 @pytest.fixture(scope="session")

@@ -172,3 +172,10 @@ def test_a_failed_conversion_says_why_and_leaves_nothing_behind(exported, tmp_pa
     with pytest.raises(AnnotuneError, match="(?s)converter .* failed .*NoSuchModelForCausalLM is not supported"):
         export_gguf(run, quant="q4_k_m", log=lambda m: None)
     assert not (run / "gguf").exists() and not (run / "gguf.tmp").exists()
+
+
+def test_export_run_without_gguf_writes_merged_weights(exported, tmp_path):
+    invoke("export-run", exported, "--output", tmp_path / "merged")
+    assert (tmp_path / "merged" / "config.json").exists() and (tmp_path / "merged" / "tokenizer.json").exists()
+    result = CliRunner().invoke(app, ["export-run", str(tmp_path)])
+    assert result.exit_code == 2 and "not a fine-tuned run folder" in result.stderr

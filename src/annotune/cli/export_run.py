@@ -28,11 +28,8 @@ def export_run(
 
     quiet_libraries()
     if not gguf:
-        from annotune.finetune.trainer import is_run_folder, merge_run
-        from annotune.errors import ConfigError
+        from annotune.finetune.trainer import merge_run  # refuses a folder that is not a run
 
-        if not is_run_folder(run):
-            raise ConfigError("not a fine-tuned run folder (no manifest.json + adapter)", file=run)
         console.print(f"merged weights: {merge_run(run, output)}", markup=False, highlight=False)
         return
     from annotune.export.gguf import export_gguf

@@ -78,15 +78,13 @@ class LlamaCppSystem(System):
         return {"file": str(path.resolve()), "bytes": stat.st_size, "mtime_ns": stat.st_mtime_ns,
                 "llama_cpp_python": version}
 
-    def builder(self, train):
-        """The prompt: an exported run's own (no label definitions if it was trained without), else the full
-        codebook prompt with ``shots`` examples."""
-        from annotune.export.gguf import export_info
+    def builder(self, train, info: dict | None):
+        """The prompt: an exported run's own (``info``: its export.json; no label definitions if it was trained
+        without), else the full codebook prompt with ``shots`` examples."""
         from annotune.finetune.trainer import run_prompt_builder
         from annotune.tasks.prompts import draw_examples, few_shot_builder
 
         cfg, ctx = self.config, self.context
-        info = export_info(self.gguf_file())
         if info is None:
             return few_shot_builder(ctx.codebook, train.docs, cfg.shots, ctx.seed, example_chars=cfg.example_chars)
         builder = run_prompt_builder(info["folder"], ctx.codebook)
@@ -104,7 +102,7 @@ class LlamaCppSystem(System):
         text_tokens = cfg.max_text_tokens or (info or {}).get("max_text_tokens") or 512
         backend = LlamaCppBackend(path, context=cfg.context, threads=cfg.threads, grammar=cfg.grammar,
                                   max_text_tokens=text_tokens, max_new_tokens=cfg.max_new_tokens)
-        builder = self.builder(train)
+        builder = self.builder(train, info)
         try:
             preds, stats = backend.label(test.docs, builder, progress=ctx.progress)
         finally:

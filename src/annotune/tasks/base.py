@@ -117,6 +117,11 @@ def gbnf_literal(text: str) -> str:
     return '"' + "".join(out) + '"'
 
 
+def gbnf_json_string(text: str) -> str:
+    """The JSON string of ``text`` (as `json.dumps` writes it, non-ASCII kept) as a GBNF string literal."""
+    return gbnf_literal(json.dumps(text, ensure_ascii=False))
+
+
 def ordered_list_grammar(items: list[str], *, open: str, close: str, empty: bool) -> str:
     """A GBNF grammar for ``open item, item … close`` where the items (GBNF expressions) appear at most once
     each, in the given order, separated by ``", "`` — how `json.dumps` writes a list or object in codebook

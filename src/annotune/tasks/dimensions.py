@@ -16,7 +16,7 @@ from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from annotune.evaluation import metrics as M
 from annotune.tasks.base import (
-    CellReader, ParsedAnswer, Question, TaskKind, gbnf_literal, ordered_list_grammar)
+    CellReader, ParsedAnswer, Question, TaskKind, gbnf_json_string, ordered_list_grammar)
 from annotune.tasks.text import (
     invalid,
     json_block,
@@ -271,9 +271,8 @@ class DimensionsTask(TaskKind):
         return {n: found[n] for n in cb.label_names if n in found}
 
     def answer_grammar(self) -> str:
-        quoted = lambda text: json.dumps(text, ensure_ascii=False)  # noqa: E731
-        values = "(" + " | ".join(gbnf_literal(quoted(v)) for v in self.codebook.scale) + ")"
-        pairs = [f"{gbnf_literal(quoted(n) + ': ')} {values}" for n in self.codebook.label_names]
+        values = "(" + " | ".join(gbnf_json_string(v) for v in self.codebook.scale) + ")"
+        pairs = [f'{gbnf_json_string(n)} ": " {values}' for n in self.codebook.label_names]
         return ordered_list_grammar(pairs, open="{", close="}", empty=True)
 
     def answer_schema(self) -> dict:

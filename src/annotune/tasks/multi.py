@@ -17,7 +17,7 @@ from sklearn.preprocessing import MultiLabelBinarizer
 
 from annotune.evaluation import metrics as M
 from annotune.tasks.base import (
-    CellReader, ParsedAnswer, Question, TaskKind, gbnf_literal, ordered_list_grammar)
+    CellReader, ParsedAnswer, Question, TaskKind, gbnf_json_string, ordered_list_grammar)
 from annotune.tasks.text import (
     balanced_end,
     clean,
@@ -252,7 +252,7 @@ class MultiTask(TaskKind):
         return [s]
 
     def answer_grammar(self) -> str:
-        names = [gbnf_literal(json.dumps(n, ensure_ascii=False)) for n in self.codebook.label_names]
+        names = [gbnf_json_string(n) for n in self.codebook.label_names]
         return ordered_list_grammar(names, open="[", close="]", empty=False)
 
     def answer_schema(self) -> dict:
