@@ -2,8 +2,8 @@
 
 Fine-tunes on a seeded stratified subsample of the training split (400 articles by default, one epoch),
 evaluates every system on the same 200 held-out articles as `examples/bbc-news.toml`, and reports
-training speed as tokens/s and as a fraction of the bf16 matmul roofline measured in the same run
-(LoRA training costs ≈ 4 × non-embedding parameters FLOPs per token: forward 2N, backward through the
+training speed as tokens/s and as a fraction of the matmul roofline (bf16 where native, else fp32) measured
+in the same run (LoRA training costs ≈ 4 × non-embedding parameters FLOPs per token: forward 2N, backward through the
 activations 2N; the frozen weights get no gradient).
 
     python bench/bbc_finetune.py [--train 400] [--epochs 1] [--out bench/results/bbc_finetune.json]
@@ -24,12 +24,10 @@ from benchlib import comparison_header, write_result
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from labelling_speed import matmul_roofline  # noqa: E402
+from labelling_speed import working_roofline  # noqa: E402
 
 
 def main(argv=None) -> int:
-    import torch
-
     from annotune.cli.render import print_results_table
     from annotune.environment import quiet_libraries as _quiet_libraries
     from annotune.experiments.compare import Comparison
@@ -60,7 +58,7 @@ def main(argv=None) -> int:
          "answer": "constrained"},
         {"name": "tf-idf + logistic regression", "type": "tfidf"},
     ])
-    roof = matmul_roofline(torch.bfloat16)
+    roof = working_roofline()
     started = time.time()
     results = Comparison(cfg, progress=True, fresh=args.fresh, log=print).run()
     print_results_table(results)

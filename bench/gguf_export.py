@@ -23,12 +23,10 @@ from benchlib import comparison_header, write_result
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from labelling_speed import matmul_roofline  # noqa: E402
+from labelling_speed import rooflines  # noqa: E402
 
 
 def main(argv=None) -> int:
-    import torch
-
     from annotune.cli.render import print_results_table
     from annotune.environment import quiet_libraries
     from annotune.experiments.compare import Comparison
@@ -43,7 +41,7 @@ def main(argv=None) -> int:
     quiet_libraries()
     folder = ROOT / "bench" / "results" / "gguf_export"
     started = time.time()
-    roof = {dtype: matmul_roofline(getattr(torch, dtype))["gflops"] for dtype in ("bfloat16", "float32")}
+    roof = {dtype: r["gflops"] for dtype, r in rooflines().items()}
 
     base = load_config(ROOT / "examples" / "bbc-news.toml", output=folder)
     lora = {"type": "finetuned", "train_size": args.train}

@@ -129,6 +129,25 @@ def matmul_roofline(dtype: torch.dtype, n: int = 2048, reps: int = 5) -> dict:
             "gflops": max(wall, one * threads)}
 
 
+def native_bf16() -> bool:
+    """Whether annotune's ``dtype = "auto"`` computes in bf16 on this CPU (AVX512-BF16 or AMX); without them
+    a bf16 matmul is emulated (~1 GFLOP/s on an AVX2 CPU) and the fp32 roofline is the one that counts."""
+    from annotune.backends.models import default_dtype
+
+    return default_dtype("cpu") == torch.bfloat16
+
+
+def working_roofline() -> dict:
+    """The matmul roofline of the dtype annotune computes in here: bf16 where native, fp32 otherwise."""
+    return matmul_roofline(torch.bfloat16 if native_bf16() else torch.float32)
+
+
+def rooflines() -> dict[str, dict]:
+    """fp32 always, bf16 where the CPU has it natively (timing an emulated bf16 matmul takes minutes)."""
+    return {**({"bf16": matmul_roofline(torch.bfloat16)} if native_bf16() else {}),
+            "fp32": matmul_roofline(torch.float32)}
+
+
 def prompt_rows(backend: LocalBackend, builder: PromptBuilder, docs) -> tuple[list[list[int]], int]:
     """The full prompt of each document as the backend tokenises it (pieces joined), and the prefix length."""
     parts = builder.parts(backend.tokenizer)
@@ -286,7 +305,7 @@ def main(argv=None) -> int:
     print(f"{len(docs)} BBC test articles (seed {cfg.seed}, split of {len(dataset)}); "
           f"{torch.get_num_threads()} torch threads", flush=True)
 
-    roofline = {"bf16": matmul_roofline(torch.bfloat16), "fp32": matmul_roofline(torch.float32)}
+    roofline = rooflines()
     print("roofline: " + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s (wall {v['wall_gflops']:.0f}, 1 thread "
                                    f"{v['one_thread_cpu_gflops']:.0f})" for k, v in roofline.items()), flush=True)
 
@@ -364,7 +383,7 @@ def main(argv=None) -> int:
         # share of the machine this process got: < ~0.9 means other processes competed for the cores
         r["cpu_share"] = cpu_share(r)
         r["gflops"] = 2 * non_embedding * r["encoded_tokens"] / r["seconds"] / 1e9
-        r["roofline_fraction_bf16"] = r["gflops"] / roofline["bf16"]["gflops"]
+        r["roofline_fraction_bf16"] = r["gflops"] / roofline["bf16"]["gflops"] if "bf16" in roofline else None
         r["roofline_fraction_own_dtype"] = r["gflops"] / roofline[r["dtype"]]["gflops"] if r["dtype"] in roofline else None
         for base, tps in ref.items():
             r[f"speedup_tokens_vs_{base}"] = r["prompt_tokens_per_s"] / tps
@@ -440,7 +459,7 @@ def print_table(out: dict) -> None:
                       f(r["seconds"], "{:.1f}"), f(r["docs_per_s"], "{:.2f}"), f(r["prompt_tokens_per_s"]),
                       f(r["encoded_tokens_per_s"]), f(r.get("speedup_tokens_vs_naive"), "{:.1f}×"),
                       f(r.get("speedup_tokens_vs_batched"), "{:.2f}×"), f(r["gflops"]),
-                      f(100 * r["roofline_fraction_bf16"], "{:.0f}%"),
+                      f(100 * r["roofline_fraction_bf16"] if r["roofline_fraction_bf16"] else None, "{:.0f}%"),
                       f(100 * r["cpu_share"], "{:.0f}%"), f(r.get("accuracy"), "{:.2f}"))
     console = Console(width=170)
     console.print(table)

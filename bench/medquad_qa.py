@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
 from benchlib import comparison_header, write_result  # noqa: E402
-from labelling_speed import matmul_roofline  # noqa: E402
+from labelling_speed import working_roofline  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "medquad" / "qa.jsonl"
 FOLDER = ROOT / "bench" / "results" / "medquad_qa"
@@ -93,8 +93,6 @@ def histogram(results: dict, path: Path) -> None:
 
 
 def main(argv=None) -> int:
-    import torch
-
     from annotune.cli.render import print_results_table
     from annotune.environment import quiet_libraries
     from annotune.experiments.compare import Comparison, split_data
@@ -121,7 +119,7 @@ def main(argv=None) -> int:
                                                       "max_test": args.test},
                      finetune={**cfg.finetune, "epochs": args.epochs})
     cfg = cfg.model_copy(update={"judge": cfg.judge.model_copy(update={"repeats": args.repeats})})
-    roof = matmul_roofline(torch.bfloat16)
+    roof = working_roofline()
     started = time.time()
     results = Comparison(cfg, progress=True, fresh=args.fresh, log=print).run()
     print_results_table(results)
@@ -189,7 +187,7 @@ def main(argv=None) -> int:
     histogram(results, Path(args.out).with_suffix(".png"))
     out = {
         **comparison_header("medquad_qa", started, results),
-        "bf16_roofline_gflops": roof["gflops"],
+        "roofline_gflops": roof["gflops"], "roofline_dtype": roof["dtype"],
         "data": {"file": str(DATA.relative_to(ROOT.parent)), "max_answer_words": args.max_answer_words,
                  **results["data"]},
         "judge": results["judge"],

@@ -13,8 +13,8 @@
     python bench/replace_gpt4.py [--bbc-train 400] [--skip-bbc] [--skip-flourishing]
 
 Prints one table per task (primary metric with its 95 % interval, training minutes, labelling docs/s on
-this machine, next to the bf16 matmul roofline measured in the same run) and writes
-bench/results/replace_gpt4.json. Finished systems are reused by a rerun.
+this machine, next to the matmul roofline of annotune's dtype here, bf16 where native, else fp32, measured in
+the same run) and writes bench/results/replace_gpt4.json. Finished systems are reused by a rerun.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 
-from labelling_speed import matmul_roofline  # noqa: E402
+from labelling_speed import working_roofline  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 GPT4 = ROOT.parent / "shared" / "data" / "flourishing" / "gpt4_predictions.jsonl"
@@ -133,8 +133,6 @@ def flourishing(args, Comparison, load_config) -> dict:
 
 
 def main(argv=None) -> int:
-    import torch
-
     from annotune.environment import hardware, library_versions, quiet_libraries
     from annotune.experiments.compare import Comparison
     from annotune.experiments.config import load_config
@@ -149,12 +147,12 @@ def main(argv=None) -> int:
     out_path = Path(args.out)
     out = json.loads(out_path.read_text()) if out_path.exists() else {}
     out.update({"bench": "replace_gpt4", "date": time.strftime("%Y-%m-%d"), "hardware": hardware(),
-                "libraries": library_versions(), "bf16_roofline": matmul_roofline(torch.bfloat16)})
+                "libraries": library_versions(), "roofline": working_roofline()})
     if not args.skip_bbc:
         out["bbc"] = bbc(args, Comparison, load_config)
     if not args.skip_flourishing:
         out["flourishing"] = flourishing(args, Comparison, load_config)
-    print(f"\nbf16 matmul roofline in this run: {out['bf16_roofline']['gflops']:.0f} GFLOP/s")
+    print(f"\n{out['roofline']['dtype']} matmul roofline in this run: {out['roofline']['gflops']:.0f} GFLOP/s")
     for task in ("bbc", "flourishing"):
         if task in out:
             show(f"{task} ({out[task]['test_documents']} test documents)", out[task]["systems"])

@@ -2,16 +2,19 @@
 """One table of how fast annotune labels and trains on this machine, each row in a fresh process (peak RSS is
 per process), next to the matmul roofline and llama.cpp measured in the same run.
 
-    python bench/throughput.py [--docs 48] [--steps 6] [--out bench/results/throughput.json]
+    python bench/throughput.py [--docs 48] [--steps 6] [--rows WORD ...] [--out bench/results/throughput.json]
 
 Labelling rows (the first N test articles of `examples/bbc-news.toml`'s split, the embedded SmolLM2-135M, 256
 document tokens, the faster of two timed runs): `constrained` zero- and 3-shot and `generate` zero-shot
-(`LocalBackend.label`, bf16 where the CPU has it), llama.cpp on the model's own GGUF (Q4_1) and on an F16 GGUF written by llama.cpp's converter (same
-prompts token for token, answer grammar; needs annotune[gguf]), and the encoding pass of an `embedding` system
-(mean-pooled hidden states of the same model). Training rows: LoRA on BBC News and on flourishing, shared prompt
-prefix (the default), `--steps` steps of batch 8 (`bench/train_speed.py`'s measurement; first step left out).
-FLOPs: 2 (labelling) or 4 (LoRA training) × non-embedding parameters per encoded token; fractions are of the
-bf16 roofline.
+(`LocalBackend.label`, bf16 where the CPU has it), llama.cpp on the model's own GGUF (Q4_1) and on an F16 GGUF
+written by llama.cpp's converter (same prompts token for token, answer grammar; needs annotune[gguf]), the
+encoding pass of an `embedding` system (mean-pooled hidden states of the same model) and a `head` system's
+labelling (one forward pass per document; the head is first trained briefly on 16 articles, which does not
+change its speed). Training rows: LoRA on BBC News and on flourishing, shared prompt prefix (the default),
+`--steps` steps of batch 8 (`bench/train_speed.py`'s measurement; first step left out), with the process's
+resident memory after each stage (libraries, data, model and trainer, each step). FLOPs: 2 (labelling) or 4
+(LoRA training) × non-embedding parameters per encoded token; fractions are of the roofline of the dtype
+annotune computes in on this CPU (bf16 where native: AVX512-BF16 or AMX; fp32 otherwise).
 """
 
 from __future__ import annotations
@@ -36,7 +39,9 @@ LABEL_ROWS = {
     "llama.cpp Q4_1 (the shipped GGUF), grammar": ("llamacpp", "q4_1", 0),
     "llama.cpp F16, grammar": ("llamacpp", "f16", 0),
     "embedding: mean-pooled hidden states": ("embedding", None, 0),
+    "head: LoRA + classification head (one forward pass)": ("head", None, 0),
 }
+HEAD_TRAIN_DOCS = 16  # the head row trains briefly first: its speed does not depend on how well it learned
 TRAIN_ROWS = {"LoRA training, BBC News": "bbc", "LoRA training, flourishing": "flourishing"}
 
 
@@ -76,6 +81,29 @@ def label_row(name: str, n_docs: int, f16_path: str) -> dict:
         encoded = (sum(len(tokenizer(t, truncation=True, max_length=MAX_TEXT_TOKENS)["input_ids"]) for t in texts)
                    if tokenizer else None)
         return {"docs": len(docs), "seconds": seconds, "encoded_tokens": encoded, "peak_rss_gib": peak_rss_gib()}
+    if engine == "head":
+        import tempfile
+
+        from annotune.finetune.head import HeadClassifier, HeadTrainer, encode_texts
+        from annotune.systems.head import HeadConfig
+
+        head_cfg = HeadConfig(name="h", type="head", model="smollm2", max_text_tokens=MAX_TEXT_TOKENS, epochs=1,
+                              max_dev=0)
+        run = Path(tempfile.mkdtemp(prefix="annotune-throughput-head-")) / "run"
+        HeadTrainer(cfg.codebook, head_cfg, seed=0, progress=False, log=lambda *_: None).train(
+            "smollm2", train.subsample(HEAD_TRAIN_DOCS, seed=0), None, run)
+        classifier = HeadClassifier(run)
+        texts = [d.text for d in docs]
+        batch = head_cfg.batch_size * 2  # as the head system labels
+        classifier.option_probs(texts[:2], batch)  # warm-up
+        seconds = float("inf")
+        for _ in range(REPEATS):
+            started = time.perf_counter()
+            classifier.option_probs(texts, batch)
+            seconds = min(seconds, time.perf_counter() - started)
+        encoded = sum(map(len, encode_texts(classifier.tokenizer, texts, MAX_TEXT_TOKENS)))
+        return {"docs": len(docs), "seconds": seconds, "encoded_tokens": encoded,
+                "torch_threads": torch.get_num_threads(), "peak_rss_gib": peak_rss_gib()}
     if engine == "llamacpp":
         from annotune.backends.llamacpp import LlamaCppBackend
         from annotune.backends.models import resolve_model
@@ -100,6 +128,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--docs", type=int, default=48)
     ap.add_argument("--steps", type=int, default=6)
+    ap.add_argument("--rows", nargs="+", metavar="ROW", help="run only the rows whose name contains one of these "
+                    "words (e.g. head training)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "throughput.json"))
     ap.add_argument("--one", nargs=3, metavar=("KIND", "ROW", "ARG"), help=argparse.SUPPRESS)  # a child's row
     args = ap.parse_args(argv)
@@ -115,10 +145,8 @@ def main(argv=None) -> int:
 
     import tempfile
 
-    import torch
-
     from annotune.environment import hardware, library_versions
-    from labelling_speed import matmul_roofline
+    from labelling_speed import native_bf16, rooflines
 
     from annotune.backends.models import load_causal_lm
 
@@ -126,7 +154,8 @@ def main(argv=None) -> int:
     model, _, _ = load_causal_lm("smollm2", dtype="fp32")  # here, not in the measured children
     non_embedding = sum(p.numel() for p in model.parameters()) - model.get_input_embeddings().weight.numel()
     del model
-    roofline = {"bf16": matmul_roofline(torch.bfloat16)["gflops"], "fp32": matmul_roofline(torch.float32)["gflops"]}
+    roofline = {dtype: r["gflops"] for dtype, r in rooflines().items()}
+    working = "bf16" if native_bf16() else "fp32"  # the dtype annotune computes in here; fractions are of its roofline
     f16 = Path(tempfile.mkdtemp(prefix="annotune-throughput-")) / "model-f16.gguf"
     try:
         from annotune.backends.models import loadable_path, resolve_model
@@ -136,7 +165,8 @@ def main(argv=None) -> int:
     except Exception as exc:  # no llama.cpp: its rows are skipped
         print(f"F16 GGUF not written ({exc}); llama.cpp rows will fail", flush=True)
     rows = {}
-    for name in [*LABEL_ROWS, *TRAIN_ROWS]:
+    selected = [n for n in [*LABEL_ROWS, *TRAIN_ROWS] if not args.rows or any(w in n for w in args.rows)]
+    for name in selected:
         kind = "label" if name in LABEL_ROWS else "train"
         try:
             m = run_child(__file__, ["--docs", str(args.docs), "--steps", str(args.steps), "--one", kind, name,
@@ -153,23 +183,28 @@ def main(argv=None) -> int:
             m["docs_per_s"] = m["batch_size"] / m["seconds_per_step"]
             flops = 4 * m["non_embedding_params"] * m["encoded_tokens_per_s"]
         m["gflops"] = flops / 1e9 or None
-        m["roofline_fraction_bf16"] = m["gflops"] / roofline["bf16"] if m["gflops"] else None
+        m["roofline_fraction"] = m["gflops"] / roofline[working] if m["gflops"] else None
         rows[name] = m
         print(f"{name}: {m['docs_per_s']:.2f} docs/s, {m['encoded_tokens_per_s'] or 0:.0f} encoded tok/s, "
-              f"{100 * (m['roofline_fraction_bf16'] or 0):.0f} % of bf16 roofline, peak RSS {m['peak_rss_gib']:.2f} GiB",
-              flush=True)
+              f"{100 * (m['roofline_fraction'] or 0):.0f} % of {working} roofline, "
+              f"peak RSS {m['peak_rss_gib']:.2f} GiB", flush=True)
     f16.unlink(missing_ok=True)
-    print(f"\nroofline: bf16 {roofline['bf16']:.0f}, fp32 {roofline['fp32']:.0f} GFLOP/s\n")
-    print("| row | docs/s | encoded tok/s | % of bf16 roofline | peak RSS GiB |")
+    print("\nroofline: " + ", ".join(f"{k} {v:.0f} GFLOP/s" for k, v in roofline.items()) + "\n")
+    print(f"| row | docs/s | encoded tok/s | % of {working} roofline | peak RSS GiB |")
     print("|---|---|---|---|---|")
     for name, m in rows.items():
         tps = m["encoded_tokens_per_s"]
-        frac = m["roofline_fraction_bf16"]
+        frac = m["roofline_fraction"]
         print(f"| {name} | {m['docs_per_s']:.2f} | {f'{tps:,.0f}' if tps else '–'} | "
               f"{f'{100 * frac:.0f} %' if frac else '–'} | {m['peak_rss_gib']:.2f} |")
+    for name, m in rows.items():
+        if m.get("memory_gib"):  # training rows: where the peak comes from
+            stages = ", ".join(f"{stage} {v['now']:.2f}" for stage, v in m["memory_gib"].items())
+            print(f"\n{name}, resident GiB after each stage: {stages}; peak {m['peak_rss_gib']:.2f}")
     write_result(args.out, {"bench": "throughput", "date": time.strftime("%Y-%m-%d"),
                             "seconds": round(time.time() - started, 1), "machine": hardware(),
-                            "libraries": library_versions(), "roofline_gflops": roofline, "docs": args.docs,
+                            "libraries": library_versions(), "roofline_gflops": roofline, "roofline_dtype": working,
+                            "docs": args.docs,
                             "steps": args.steps, "rows": rows})
     return 0
 

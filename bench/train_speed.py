@@ -9,7 +9,8 @@ each way of encoding the batch — ``per row`` (every row encodes its whole prom
 ``shared prefix`` (`[finetune] share_prefix`, the default: the prompt prefix all rows share is encoded once) —
 one fresh process trains ``--steps`` steps of batch 8 on a seeded sample of training documents and reports:
 seconds per step (the first step, warm-up, left out), tokens per step (every row's full prompt and answer),
-tokens the model actually encoded, tokens/s, the fraction of the bf16 matmul roofline measured in this run
+tokens the model actually encoded, tokens/s, the fraction of the matmul roofline measured in this run (bf16 where
+the CPU has it natively, fp32 otherwise: the dtype annotune trains in)
 (4 × non-embedding parameters FLOPs per encoded token: forward and backward through frozen weights), and the
 process's peak RSS. One process per measurement, run one after the other: peak RSS is per process, and two
 torch processes on two cores slow each other down.
@@ -36,8 +37,15 @@ TASKS = {
 VARIANTS = {"per row": False, "shared prefix": True}
 
 
+def rss_gib() -> dict[str, float]:
+    """This process's resident memory now and its high-water mark so far (Linux /proc), GiB."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return {"now": int(fields["VmRSS"].split()[0]) / 2**20, "peak": int(fields["VmHWM"].split()[0]) / 2**20}
+
+
 def measure(task: str, share: bool, steps: int) -> dict:
-    """Train `steps` steps in this process and return the measurement (run in a child process)."""
+    """Train `steps` steps in this process and return the measurement (run in a child process), with the
+    process's memory after each stage: libraries imported, data loaded, model + trainer built, each step."""
     import random
 
     import torch
@@ -49,6 +57,7 @@ def measure(task: str, share: bool, steps: int) -> dict:
     from annotune.finetune.trainer import FineTuner
 
     quiet_libraries()
+    memory = {"libraries imported": rss_gib()}
     config, split, finetune = TASKS[task]
     cfg = load_config(ROOT / "examples" / config)
     if split or finetune:
@@ -57,9 +66,11 @@ def measure(task: str, share: bool, steps: int) -> dict:
     settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, "share_prefix": share})
     docs = list(train.docs)
     random.Random(0).shuffle(docs)
+    memory["data loaded"] = rss_gib()
     tuner = FineTuner(cfg.codebook, settings, base_model="smollm2")
     trainer, _ = tuner.build_trainer(docs[: settings.batch_size * steps], f"/tmp/annotune-train-speed-{task}-{share}",
                                      progress=False)
+    memory["model and trainer built"] = rss_gib()
     trainer.args.max_steps = steps
     seconds: list[float] = []
     tokens: list[tuple[int, int]] = []
@@ -73,6 +84,7 @@ def measure(task: str, share: bool, steps: int) -> dict:
             seconds.append(time.perf_counter() - self.started)
             seen, saved = trainer.tokens_seen - self.before[0], trainer.prefix_tokens_saved - self.before[1]
             tokens.append((seen, seen - saved))
+            memory[f"after step {len(seconds)}"] = rss_gib()
 
     trainer.add_callback(StepTimer())
     trainer.train()
@@ -90,6 +102,7 @@ def measure(task: str, share: bool, steps: int) -> dict:
         "encoded_tokens_per_s": sum(e for _, e in tokens[timed]) / wall,
         "non_embedding_params": non_embedding,
         "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "memory_gib": memory,
         "train_loss_first_steps": trainer.state.log_history[-1].get("train_loss"),
         "torch_threads": torch.get_num_threads(),
     }
@@ -106,13 +119,11 @@ def main(argv=None) -> int:
         report_child_result(measure(args.one[0], args.one[1] == "1", args.steps))
         return 0
 
-    import torch
-
     from annotune.environment import hardware, library_versions
-    from labelling_speed import matmul_roofline
+    from labelling_speed import native_bf16, working_roofline
 
     started = time.time()
-    roof_before = matmul_roofline(torch.bfloat16)["gflops"]
+    roof_before = working_roofline()["gflops"]
     rows = []
     for task in args.tasks:
         for variant, share in VARIANTS.items():
@@ -125,7 +136,7 @@ def main(argv=None) -> int:
             rows.append(row)
             print(f"{task:12} {variant:14} {row['seconds_per_step']:.2f} s/step  {row['tokens_per_s']:.0f} tok/s  "
                   f"peak {row['peak_rss_gib']:.2f} GiB", flush=True)
-    roof = max(roof_before, matmul_roofline(torch.bfloat16)["gflops"])
+    roof = max(roof_before, working_roofline()["gflops"])
     for row in rows:
         row["roofline_fraction"] = row["encoded_tokens_per_s"] * 4 * row["non_embedding_params"] / 1e9 / roof
         plain = next(r for r in rows if r["task"] == row["task"] and not r["shared_prefix"])
@@ -140,9 +151,10 @@ def main(argv=None) -> int:
                           f"{r['tokens_per_s']:.0f}", f"{r['encoded_tokens_per_s']:.0f}",
                           f"{100 * r['roofline_fraction']:.0f}", f"{r['peak_rss_gib']:.2f}", f"{r['speedup']:.2f}"]))
     out = {"bench": "train_speed", "date": time.strftime("%Y-%m-%d"), "seconds": round(time.time() - started, 1),
-           "hardware": hardware(), "libraries": library_versions(), "bf16_roofline_gflops": roof,
+           "hardware": hardware(), "libraries": library_versions(), "roofline_gflops": roof,
+           "roofline_dtype": "bf16" if native_bf16() else "fp32",
            "steps": args.steps, "rows": rows}
-    print(f"bf16 roofline {roof:.0f} GFLOP/s")
+    print(f"{'bf16' if native_bf16() else 'fp32'} roofline {roof:.0f} GFLOP/s")
     write_result(args.out, out)
     return 0
 

@@ -335,6 +335,8 @@ def test_points_hold_metrics_training_and_predictions(curve_run):
             assert training["hyperparameters"]["seed"] == seed
             run = Path(point["run"])
             assert (run / "manifest.json").exists() and not (run / "checkpoints").exists()  # checkpoints removed
+            # the dev evaluations (best one kept) travel with the point
+            assert training["dev"] == json.loads((run / "manifest.json").read_text())["training"]["dev"]
             runs.add(run)
     assert len(runs) == 4 and len(list((out / "finetuned").iterdir())) == 4  # one training per point
 

@@ -379,6 +379,7 @@ class Curve:
             "tokens_per_s": training.get("tokens_per_s"),
             "train_loss": training.get("train_loss"),
             "dev_loss": training.get("dev_loss"),
+            "dev": training.get("dev"),  # the dev evaluations and the best one, whose weights were kept
             "steps": manifest.get("resolved", {}).get("steps"),
             "device": manifest.get("resolved", {}).get("device"),
             "dtype": manifest.get("resolved", {}).get("dtype"),
