@@ -43,9 +43,10 @@ def rss_gib() -> dict[str, float]:
     return {"now": int(fields["VmRSS"].split()[0]) / 2**20, "peak": int(fields["VmHWM"].split()[0]) / 2**20}
 
 
-def measure(task: str, share: bool, steps: int) -> dict:
+def measure(task: str, share: bool, steps: int, overrides: dict | None = None) -> dict:
     """Train `steps` steps in this process and return the measurement (run in a child process), with the
-    process's memory after each stage: libraries imported, data loaded, model + trainer built, each step."""
+    process's memory after each stage: libraries imported, data loaded, model + trainer built, each step;
+    ``overrides``: more `[finetune]` settings."""
     import random
 
     import torch
@@ -63,7 +64,8 @@ def measure(task: str, share: bool, steps: int) -> dict:
     if split or finetune:
         cfg = cfg.derive(**({"split": split} if split else {}), **({"finetune": finetune} if finetune else {}))
     train, _ = split_data(cfg, cfg.load_data())
-    settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, "share_prefix": share})
+    settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, "share_prefix": share,
+                                   **(overrides or {})})
     docs = list(train.docs)
     random.Random(0).shuffle(docs)
     memory["data loaded"] = rss_gib()

@@ -179,3 +179,27 @@ def test_export_run_without_gguf_writes_merged_weights(exported, tmp_path):
     assert (tmp_path / "merged" / "config.json").exists() and (tmp_path / "merged" / "tokenizer.json").exists()
     result = CliRunner().invoke(app, ["export-run", str(tmp_path)])
     assert result.exit_code == 2 and "not a fine-tuned run folder" in result.stderr
+
+
+def test_exporting_a_questions_trained_run_warns_that_llama_cpp_generates_answers(exported, tmp_path):
+    import shutil
+
+    from annotune.errors import AnnotuneError
+
+    run = tmp_path / "run"
+    shutil.copytree(exported, run, ignore=shutil.ignore_patterns("gguf"))
+    manifest = json.loads((run / "manifest.json").read_text())
+    manifest["hyperparameters"]["objective"] = "questions"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    (run / "merged").mkdir()  # stop at the converter: the warning comes before it
+    (run / "merged" / "config.json").write_text(json.dumps({"architectures": ["NoSuchModelForCausalLM"]}))
+    said: list[str] = []
+    with pytest.raises(AnnotuneError):
+        export_gguf(run, quant=None, log=said.append)
+    assert any(m.startswith("WARNING") and 'objective = "questions"' in m for m in said)
+    said.clear()
+    manifest["hyperparameters"]["objective"] = "answer"
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AnnotuneError):
+        export_gguf(run, quant=None, log=said.append)
+    assert not any("WARNING" in m for m in said)

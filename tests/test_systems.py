@@ -111,6 +111,7 @@ def test_system_contract(stype, tmp_path, tiny_model_dir, served_tiny_model, tin
     ('type = "finetuned"\nfinetune = {epochs = 0}', "systems[1].finetune.epochs", "> 0"),
     ('type = "finetuned"\nfinetune = {r = 0}', "systems[1].finetune.r", ">= 1"),
     ('type = "finetuned"\ntrain_size = 0', "systems[1].train_size", ">= 1"),
+    ('type = "finetuned"\nfinetune = {objective = "questions"}', "systems[1]", 'set answer = "constrained"'),
     ('type = "prompt"\nshots = -1', "systems[1].shots", ">= 0"),
     ('type = "prompt"\ndtype = "int4"', "systems[1].dtype", "'auto'"),
     ('type = "tfidf"\nC = 0', "systems[1].C", "> 0"),

@@ -34,6 +34,104 @@ def _with_bos(tokenizer, ids: list[int]) -> list[int]:
     return ids
 
 
+def _encode(tokenizer, text: str) -> list[int]:
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def option_token_ids(tokenizer, options, end_of_turn: str | None = None) -> list[list[int]]:
+    """Token ids of a question's answer options (``end_of_turn``: default the chat template's).
+
+    The end-of-turn marker is appended only where one option's tokens are a prefix of another's
+    ("sport" / "sport news"): scoring it everywhere measured worse on BBC zero-shot with SmolLM2
+    (accuracy 0.34 vs 0.53 on 100 test articles), because a small model rarely ends its turn right
+    after a bare label."""
+    if end_of_turn is None:
+        end_of_turn = template_end_of_turn(tokenizer)
+    ids = [_encode(tokenizer, o) for o in options]
+    ambiguous = any(a != b and b[: len(a)] == a for a in ids for b in ids)
+    if ambiguous and end_of_turn:
+        ids = [_encode(tokenizer, o + end_of_turn) for o in options]
+    return ids
+
+
+@dataclass
+class ConstrainedPrompt:
+    """The token pieces of `constrained` answering for one codebook and tokenizer: the prefix every document
+    shares, what follows a document, and each question with its options' token ids. The scorer and the
+    trainer of the ``questions`` objective (`annotune.finetune.tree`) both build on it, so a model is
+    trained on exactly the tokens it is later asked."""
+
+    prefix_ids: list[int]
+    between_ids: list[int]
+    suffix: str
+    questions: list
+    q_rows: list[list[int]]
+    opt_rows: list[list[list[int]]]
+
+    @classmethod
+    def build(cls, tokenizer, builder, *, questions: bool = True) -> "ConstrainedPrompt":
+        parts = builder.parts(tokenizer)
+        qs = constrained_questions(builder.codebook) if questions else []
+        return cls(_with_bos(tokenizer, _encode(tokenizer, parts.prefix)), _encode(tokenizer, parts.between),
+                   parts.suffix, qs, [_encode(tokenizer, q.text + parts.suffix) for q in qs],
+                   [option_token_ids(tokenizer, q.options, parts.end_of_turn) for q in qs])
+
+    @property
+    def tree_length(self) -> int:
+        """Tokens the questions and options add to a document's tree."""
+        return sum(len(q) + sum(len(o) - 1 for o in opts) for q, opts in zip(self.q_rows, self.opt_rows))
+
+
+def question_tree(doc: list[int], q_rows: list[list[int]], opt_rows: list[list[list[int]]]):
+    """One document's token tree: the document, then every question hanging off its last token, then each
+    option of a question as a branch off the question's last token. Returns (tokens, parents, targets): a
+    token's parent is the index of its predecessor (-1: it follows the prefix), and each target
+    ``(position, token, question, option)`` says that the hidden state at ``position`` predicts ``token``
+    (an option's last token is scored but needs no position of its own)."""
+    toks = list(doc)
+    par = list(range(-1, len(doc) - 1))
+    targets = []
+    for qi, (q, opts) in enumerate(zip(q_rows, opt_rows)):
+        q_start = len(toks)
+        toks += q
+        # each question hangs off the document's last token, not off the previous question's tree
+        par += [len(doc) - 1 if j == 0 else q_start + j - 1 for j in range(len(q))]
+        q_last = len(toks) - 1
+        for oi, opt in enumerate(opts):
+            prev = q_last
+            for j, tok in enumerate(opt):
+                targets.append((prev, tok, qi, oi))
+                if j < len(opt) - 1:
+                    toks.append(tok)
+                    par.append(prev)
+                    prev = len(toks) - 1
+    return toks, par, targets
+
+
+def tree_layout(rows: list[list[int]], parents: list[list[int]], prefix_len: int, pad_id: int):
+    """Right-padded token ids, position ids and the attention pattern [R, L, prefix_len + L] (True: may
+    attend) of rows of token trees after a shared prefix: a token sees the prefix, its ancestors and itself,
+    its position is the prefix length plus its depth; padding sees only itself."""
+    n_rows = len(rows)
+    width = max(len(r) for r in rows)
+    ids = np.full((n_rows, width), pad_id, dtype=np.int64)
+    pos = np.zeros((n_rows, width), dtype=np.int64)
+    allowed = np.zeros((n_rows, width, prefix_len + width), dtype=bool)
+    allowed[:, :, :prefix_len] = True
+    for r, (toks, par) in enumerate(zip(rows, parents)):
+        ids[r, : len(toks)] = toks
+        anc = allowed[r, :, prefix_len:]
+        depth = pos[r]
+        for i, p in enumerate(par):
+            if p >= 0:
+                anc[i] = anc[p]
+                depth[i] = depth[p] + 1
+            anc[i, i] = True
+        for i in range(len(toks), width):
+            anc[i, i] = True
+    return ids, pos + prefix_len, allowed
+
+
 @dataclass
 class Generation:
     """One greedy continuation: the tokens (without the stop token), their text, why it ended
@@ -108,19 +206,8 @@ class LocalBackend(Backend):
         return ids
 
     def option_ids(self, options: tuple[str, ...] | list[str], end_of_turn: str | None = None) -> list[list[int]]:
-        """Token ids of a question's answer options (``end_of_turn``: default the chat template's).
-
-        The end-of-turn marker is appended only where one option's tokens are a prefix of another's
-        ("sport" / "sport news"): scoring it everywhere measured worse on BBC zero-shot with SmolLM2
-        (accuracy 0.34 vs 0.53 on 100 test articles), because a small model rarely ends its turn right
-        after a bare label."""
-        if end_of_turn is None:
-            end_of_turn = template_end_of_turn(self.tokenizer)
-        ids = [self.encode(o) for o in options]
-        ambiguous = any(a != b and b[: len(a)] == a for a in ids for b in ids)
-        if ambiguous and end_of_turn:
-            ids = [self.encode(o + end_of_turn) for o in options]
-        return ids
+        """Token ids of a question's answer options (see `option_token_ids`)."""
+        return option_token_ids(self.tokenizer, options, end_of_turn)
 
     def stop_ids(self, end_of_turn: str | None = None) -> set[int]:
         """Tokens that end an answer: the end-of-turn marker (default: the chat template's) where it is
@@ -172,11 +259,10 @@ class LocalBackend(Backend):
         from tqdm.auto import tqdm
 
         codebook = builder.codebook
-        parts = builder.parts(self.tokenizer)
+        prompt = ConstrainedPrompt.build(self.tokenizer, builder, questions=answer != "generate")
         stats = RunStats(docs=len(docs))
         started = time.perf_counter()
-        prefix_ids = _with_bos(self.tokenizer, self.encode(parts.prefix))
-        between_ids = self.encode(parts.between)
+        prefix_ids, between_ids = prompt.prefix_ids, prompt.between_ids
         doc_ids = [self._doc_ids(d.text, stats) + between_ids for d in docs]
         order = sorted(range(len(docs)), key=lambda i: -len(doc_ids[i]))
         results: list[Prediction | None] = [None] * len(docs)
@@ -185,8 +271,8 @@ class LocalBackend(Backend):
             prefix_kv = self._encode_prefix(prefix_ids)
             stats.prompt_tokens += len(prefix_ids)
             if answer == "generate":
-                q_ids = self.encode(main_question(codebook) + parts.suffix)
-                stop = self.stop_ids(parts.end_of_turn)
+                q_ids = self.encode(main_question(codebook) + prompt.suffix)
+                stop = self.stop_ids()
                 limit = self.max_new_tokens or codebook.task.max_new_tokens
                 for start in range(0, len(order), self.batch_size):
                     batch = order[start: start + self.batch_size]
@@ -200,10 +286,7 @@ class LocalBackend(Backend):
                         results[i] = Prediction(docs[i].id, gen.text, parsed.label, None, None, parsed.error)
                     bar.update(len(batch))
             else:
-                questions = constrained_questions(codebook)
-                q_rows = [self.encode(q.text + parts.suffix) for q in questions]
-                opt_rows = [self.option_ids(q.options, parts.end_of_turn) for q in questions]
-                tree_len = sum(len(q) + sum(len(o) - 1 for o in opts) for q, opts in zip(q_rows, opt_rows))
+                q_rows, opt_rows, tree_len = prompt.q_rows, prompt.opt_rows, prompt.tree_length
                 # keep each forward at roughly the same number of tokens
                 per_batch = max(1, min(self.batch_size, (self.batch_size * 640) // (640 + tree_len)))
                 for start in range(0, len(order), per_batch):
@@ -244,24 +327,8 @@ class LocalBackend(Backend):
         import torch
         from transformers import DynamicCache
 
-        n_rows = len(rows)
-        width = max(len(r) for r in rows)
-        ids = np.full((n_rows, width), self.tokenizer.pad_token_id, dtype=np.int64)
-        pos = np.zeros((n_rows, width), dtype=np.int64)
-        allowed = np.zeros((n_rows, width, prefix_len + width), dtype=bool)
-        allowed[:, :, :prefix_len] = True
-        for r, (toks, par) in enumerate(zip(rows, parents)):
-            ids[r, : len(toks)] = toks
-            anc = allowed[r, :, prefix_len:]
-            depth = pos[r]
-            for i, p in enumerate(par):
-                if p >= 0:
-                    anc[i] = anc[p]
-                    depth[i] = depth[p] + 1
-                anc[i, i] = True
-            for i in range(len(toks), width):  # padding sees only itself
-                anc[i, i] = True
-        pos += prefix_len
+        ids, pos, allowed = tree_layout(rows, parents, prefix_len, self.tokenizer.pad_token_id)
+        n_rows, width = ids.shape
         mask = torch.zeros((n_rows, 1, width, prefix_len + width), dtype=self.dtype, device=self.device)
         mask.masked_fill_(~torch.from_numpy(allowed).to(self.device).unsqueeze(1), torch.finfo(self.dtype).min)
         if prefix_kv is not None:
@@ -280,24 +347,10 @@ class LocalBackend(Backend):
 
         rows, parents, targets = [], [], []  # targets: (row, position, token, question, option)
         for r, doc in enumerate(doc_rows):
-            toks = list(doc)
-            par = list(range(-1, len(doc) - 1))
-            for qi, (q, opts) in enumerate(zip(q_rows, opt_rows)):
-                q_start = len(toks)
-                toks += q
-                # each question hangs off the document's last token, not off the previous question's tree
-                par += [len(doc) - 1 if j == 0 else q_start + j - 1 for j in range(len(q))]
-                q_last = len(toks) - 1
-                for oi, opt in enumerate(opts):
-                    prev = q_last
-                    for j, tok in enumerate(opt):
-                        targets.append((r, prev, tok, qi, oi))
-                        if j < len(opt) - 1:  # the last option token is scored but needs no position
-                            toks.append(tok)
-                            par.append(prev)
-                            prev = len(toks) - 1
+            toks, par, tree_targets = question_tree(doc, q_rows, opt_rows)
             rows.append(toks)
             parents.append(par)
+            targets += [(r, *t) for t in tree_targets]
         hidden = self._forward_tree(prefix_kv, prefix_len, rows, parents)
         t = np.array([(a, b, c) for a, b, c, _, _ in targets], dtype=np.int64)
         flat = t[:, 0] * hidden.shape[1] + t[:, 1]

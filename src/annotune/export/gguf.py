@@ -87,6 +87,10 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
         raise ConfigError("a classifier-head run cannot become a GGUF (llama.cpp generates text); export a "
                           "generative LoRA run (type = \"finetuned\")" if head else
                           "not a fine-tuned run folder (no manifest.json + adapter)", file=run)
+    if json.loads((run / RUN_MANIFEST).read_text()).get("hyperparameters", {}).get("objective") == "questions":
+        log('WARNING: this run was trained on the constrained questions (objective = "questions"), not to write '
+            "its answer; llama.cpp and Ollama generate the answer: check the exported file with a llamacpp system "
+            "on held-out documents before using it")
     if quant is not None:
         import_llama_cpp()  # fail before the slow steps
     target = Path(output) if output else run / "gguf"

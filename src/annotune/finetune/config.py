@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
@@ -15,6 +15,11 @@ class FineTuneConfig(ConfigModel):
     """LoRA hyper-parameters. Defaults are for the embedded 135M model on a CPU: a LoRA learning rate well
     above the 2e-4 used for 7B models trains a 135M model in one epoch."""
 
+    objective: Literal["answer", "questions"] = Field(
+        "answer", description="What the model learns to write: \"answer\", the task's prompt and its canonical "
+        "answer (what `generate` writes); \"questions\", the questions `constrained` answering asks, one token "
+        "tree per document (instructions once, document once, each question with its right option as a branch), "
+        "the loss on the option tokens only: for `constrained` systems, and dimension tasks above all.")
     r: int = Field(16, ge=1, description="LoRA rank.")
     alpha: int | float = Field(32, gt=0, description="LoRA alpha (scaling = alpha / r).")
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout; its random masks cost ~10 % of a CPU step.")

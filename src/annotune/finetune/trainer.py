@@ -145,6 +145,10 @@ class FineTuner:
 
         cfg = self.config
         check_training_data(train_docs, self.codebook, cfg.min_examples)
+        if cfg.objective == "questions" and self.codebook.task.open_answers:
+            raise ConfigError('objective = "questions" trains the options of the questions `constrained` answering '
+                              "asks; a free-text (qa) task has none: use the default \"answer\"",
+                              field="finetune.objective")
         set_seed(cfg.seed)
         device = default_device()
         if device.startswith("cuda") and torch.cuda.device_count() > 1 and world_size() == 1:
@@ -156,22 +160,35 @@ class FineTuner:
         fit_docs, dev_docs = self.split_dev(train_docs)
         if not progress:
             datasets.disable_progress_bars()
-        train_ds = HFDataset.from_list(self.examples(fit_docs, tokenizer))
-        dev_ds = HFDataset.from_list(self.examples(dev_docs, tokenizer)) if dev_docs else None
+        questions = cfg.objective == "questions"
+        if questions:
+            from annotune.finetune.tree import micro_batch_size, tree_examples
+
+            # under a launcher or gradient checkpointing the instructions cannot be a cache shared by the rows
+            inline = cfg.gradient_checkpointing or world_size() > 1
+            prefix_ids, fit_records = tree_examples(fit_docs, self.builder(), tokenizer, cfg.max_text_tokens,
+                                                    inline_prefix=inline)
+            dev_records = tree_examples(dev_docs, self.builder(), tokenizer, cfg.max_text_tokens,
+                                        inline_prefix=inline)[1] if dev_docs else []
+            train_ds = HFDataset.from_list(fit_records)
+            dev_ds = HFDataset.from_list(dev_records) if dev_records else None
+            micro = micro_batch_size(cfg.batch_size, fit_records)
+        else:
+            train_ds = HFDataset.from_list(self.examples(fit_docs, tokenizer))
+            dev_ds = HFDataset.from_list(self.examples(dev_docs, tokenizer)) if dev_docs else None
+            micro = cfg.batch_size
         steps_per_epoch = math.ceil(len(fit_docs) / (cfg.batch_size * cfg.grad_accum))
         total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
-        sft_args = SFTConfig(
+        common = dict(
             output_dir=str(Path(output) / "checkpoints"),
             num_train_epochs=cfg.epochs,
-            per_device_train_batch_size=cfg.batch_size,
-            per_device_eval_batch_size=cfg.batch_size,
-            gradient_accumulation_steps=cfg.grad_accum,
+            per_device_train_batch_size=micro,
+            per_device_eval_batch_size=micro,
+            gradient_accumulation_steps=cfg.grad_accum * (cfg.batch_size // micro),
             learning_rate=cfg.learning_rate,
             lr_scheduler_type="linear",
             warmup_steps=int(round(cfg.warmup_ratio * total_steps)),
             weight_decay=cfg.weight_decay,
-            max_length=cfg.max_length,
-            completion_only_loss=True,
             bf16=dtype == torch.bfloat16,
             fp16=False,
             use_cpu=device == "cpu",
@@ -192,9 +209,23 @@ class FineTuner:
                                  target_modules=cfg.target_modules, task_type="CAUSAL_LM")
         trainer_cls, progress_cls = trainer_classes()
         progress_cb = progress_cls(enabled=progress and is_main_process())
-        trainer = trainer_cls(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
-                              processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb],
-                              share_prefix=cfg.share_prefix)
+        if questions:
+            from peft import get_peft_model
+            from transformers import TrainingArguments
+
+            from annotune.finetune.tree import collate_trees, tree_trainer_class
+
+            if cfg.gradient_checkpointing:
+                model.enable_input_require_grads()  # checkpointed LoRA layers need inputs that require grad
+            trainer = tree_trainer_class()(
+                model=get_peft_model(model, peft_config), args=TrainingArguments(**common, remove_unused_columns=False),
+                train_dataset=train_ds, eval_dataset=dev_ds, processing_class=tokenizer, callbacks=[progress_cb],
+                data_collator=collate_trees(len(prefix_ids), tokenizer.pad_token_id), prefix_ids=prefix_ids)
+        else:
+            sft_args = SFTConfig(**common, max_length=cfg.max_length, completion_only_loss=True)
+            trainer = trainer_cls(model=model, args=sft_args, train_dataset=train_ds, eval_dataset=dev_ds,
+                                  processing_class=tokenizer, peft_config=peft_config, callbacks=[progress_cb],
+                                  share_prefix=cfg.share_prefix)
         progress_cb.trainer = trainer
         trainer.remove_callback(PrinterCallback)  # our bar shows the loss; no dict dumps on the terminal
         # dev evaluation by the primary metric needs constrained answers; free-text (qa) runs keep the dev loss;

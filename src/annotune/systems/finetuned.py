@@ -42,6 +42,9 @@ class FinetunedConfig(LocalModelConfig):
     def _text_tokens(self) -> "FinetunedConfig":
         if self.max_text_tokens is None:
             self.max_text_tokens = self.finetune.max_text_tokens
+        if self.finetune.objective == "questions" and self.answer != "constrained":
+            raise ValueError('finetune.objective = "questions" trains the answers that `constrained` answering '
+                             f'scores, not what `{self.answer}` writes: set answer = "constrained"')
         return self
 
     def resolve_paths(self, base: Path) -> None:
