@@ -183,7 +183,7 @@ class LocalBackend(Backend):
     # ------------------------------------------------------------------ engine: tokens
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
-        return self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        return _encode(self.tokenizer, text)
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids, special tokens kept (``<|im_end|>`` stays visible)."""

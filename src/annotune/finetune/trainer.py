@@ -166,10 +166,9 @@ class FineTuner:
 
             # under a launcher or gradient checkpointing the instructions cannot be a cache shared by the rows
             inline = cfg.gradient_checkpointing or world_size() > 1
-            prefix_ids, fit_records = tree_examples(fit_docs, self.builder(), tokenizer, cfg.max_text_tokens,
-                                                    inline_prefix=inline)
-            dev_records = tree_examples(dev_docs, self.builder(), tokenizer, cfg.max_text_tokens,
-                                        inline_prefix=inline)[1] if dev_docs else []
+            prefix_ids, records = tree_examples(fit_docs + dev_docs, self.builder(), tokenizer, cfg.max_text_tokens,
+                                                inline_prefix=inline)
+            fit_records, dev_records = records[: len(fit_docs)], records[len(fit_docs):]
             train_ds = HFDataset.from_list(fit_records)
             dev_ds = HFDataset.from_list(dev_records) if dev_records else None
             micro = micro_batch_size(cfg.batch_size, fit_records)
