@@ -4,10 +4,12 @@
     python bench/train_memory.py [--task flourishing] [--steps 5] [--out bench/results/train_memory.json]
 
 Variants, each `bench/train_speed.py`'s measurement (batch 8, the shared prompt prefix, resident memory after
-libraries, data, model + trainer, and each step; the first step left out of the timing):
-``default``; ``malloc returns memory`` — the same with glibc's mmap threshold fixed at 128 KiB
-(``MALLOC_MMAP_THRESHOLD_``), so freed activations go back to the system instead of staying in the heap;
-``gradient checkpointing`` (which turns the shared prefix off); ``batch 4``. Peak RSS minus the resident memory
+libraries, data, model + trainer, and each step; the first step left out of the timing): the ``default``
+(a step's 8 documents in micro-batches of at most ``micro_batch_tokens`` = 2,560 example tokens, gradients
+accumulated); the ``whole batch in one pass`` (``micro_batch_tokens = 0``, the default before 2026-12-04);
+the same with glibc's mmap threshold fixed at 128 KiB (``MALLOC_MMAP_THRESHOLD_``), so freed activations go
+back to the system instead of staying in the heap; with gradient checkpointing (which turns the shared prefix
+off); ``batch 4`` in one pass. Peak RSS minus the resident memory
 before the first step is what a step's activations (and the allocator) take.
 """
 
@@ -21,11 +23,14 @@ import time
 from benchlib import ChildFailed, report_child_result, run_child, write_result
 from train_speed import ROOT, TASKS, measure
 
+WHOLE = {"micro_batch_tokens": 0}
 VARIANTS = {  # name -> ([finetune] overrides, environment)
-    "default": ({}, {}),
-    "malloc returns memory": ({}, {"MALLOC_MMAP_THRESHOLD_": "131072", "MALLOC_TRIM_THRESHOLD_": "131072"}),
-    "gradient checkpointing": ({"gradient_checkpointing": True}, {}),
-    "batch 4": ({"batch_size": 4}, {}),
+    "default (micro-batches of <= 2,560 tokens)": ({}, {}),
+    "whole batch in one pass": (WHOLE, {}),
+    "whole batch, malloc returns memory": (WHOLE, {"MALLOC_MMAP_THRESHOLD_": "131072",
+                                                   "MALLOC_TRIM_THRESHOLD_": "131072"}),
+    "whole batch, gradient checkpointing": ({**WHOLE, "gradient_checkpointing": True}, {}),
+    "batch 4 in one pass": ({**WHOLE, "batch_size": 4}, {}),
 }
 
 

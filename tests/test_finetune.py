@@ -138,6 +138,19 @@ def test_shared_prefix_gives_the_same_loss_and_gradients_as_encoding_it_in_every
         torch.testing.assert_close(sharing[name], plain[name], rtol=1e-4, atol=1e-6, msg=name)
 
 
+def test_a_token_budget_below_the_batch_trains_in_micro_batches_of_the_configured_steps(tmp_path, tiny_model_dir):
+    """`micro_batch_tokens` smaller than one example: one example per forward pass, gradients accumulated to
+    `batch_size` documents per optimizer step (nothing is shared between rows of one)."""
+    out = tmp_path / "run"
+    cfg = small_config(max_dev=0, dev_size=0, batch_size=4, micro_batch_tokens=1)
+    FineTuner(make_codebook("single"), cfg, base_model=str(tiny_model_dir)).train(
+        docs(2), out, progress=False, log=lambda m: None)
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["resolved"]["steps"] == 2  # 8 documents, 4 per step
+    assert m["hyperparameters"]["micro_batch_tokens"] == 1
+    assert m["training"]["encoded_tokens"] == m["training"]["tokens"] > 0
+
+
 def test_shared_prefix_length_stops_at_differences_padding_and_answers():
     import torch
 

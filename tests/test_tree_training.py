@@ -11,7 +11,7 @@ from annotune.backends.local import ConstrainedPrompt, LocalBackend
 from annotune.data.dataset import Doc
 from annotune.errors import ConfigError
 from annotune.finetune.trainer import FineTuneConfig, FineTuner, is_run_folder, run_prompt_builder
-from annotune.finetune.tree import micro_batch_size
+from annotune.finetune.sft import micro_batch_size
 
 from conftest import make_codebook
 
@@ -94,23 +94,21 @@ def test_tree_loss_is_the_constrained_scorers_log_probability_of_the_right_optio
 
 
 def test_micro_batches_keep_documents_per_step_and_fit_the_token_budget():
-    short = [{"input_ids": [0] * 100}] * 8
-    long = [{"input_ids": [0] * 1300}] * 8
-    middle = [{"input_ids": [0] * 700}] * 8
-    assert micro_batch_size(8, short) == 8
-    assert micro_batch_size(8, long) == 1  # 46 questions of a flourishing tweet: one tree per forward
-    assert micro_batch_size(8, middle) == 2  # 3 would fit, 2 divides 8
-    assert micro_batch_size(6, middle) == 2
+    budget = FineTuneConfig().micro_batch_tokens
+    assert micro_batch_size(8, [100] * 8, budget) == 8
+    assert micro_batch_size(8, [1300] * 8, budget) == 1  # 46 questions of a flourishing tweet: one tree per forward
+    assert micro_batch_size(8, [700] * 8, budget) == 2  # 3 would fit, 2 divides 8
+    assert micro_batch_size(6, [700] * 8, budget) == 3  # 3 fit and divide 6
+    assert micro_batch_size(8, [444] * 8, budget) == 4  # a flourishing JSON-answer example, instructions included
+    assert micro_batch_size(8, [1300] * 8, 0) == 8  # 0: the whole batch at once
 
 
-def test_questions_objective_trains_end_to_end_and_the_run_labels_with_constrained(tmp_path, sharp_model_dir,
-                                                                                    monkeypatch):
+def test_questions_objective_trains_end_to_end_and_the_run_labels_with_constrained(tmp_path, sharp_model_dir):
     """A dimension task trained on its questions: micro-batches of one tree accumulate to the configured
     documents per step; dev evaluation runs; the run folder loads back and labels every document."""
-    monkeypatch.setattr("annotune.finetune.tree.TOKENS_PER_DOCUMENT", 10)  # trees as long as flourishing's
     codebook = make_codebook("dimensions")
     data = dimension_docs(4)  # 16 documents, 4 of them dev
-    cfg = tree_config(batch_size=4, epochs=2, max_dev=4, dev_size=4)
+    cfg = tree_config(batch_size=4, epochs=2, max_dev=4, dev_size=4, micro_batch_tokens=10)  # one tree per pass
     tuner = FineTuner(codebook, cfg, base_model=str(sharp_model_dir))
     out = tmp_path / "run"
     tuner.train(data, out, progress=False, log=lambda m: None)
@@ -126,11 +124,12 @@ def test_questions_objective_trains_end_to_end_and_the_run_labels_with_constrain
     assert all(p.label is not None and p.error is None for p in preds)
 
 
-@pytest.mark.parametrize(("budget", "micro"), [(320, 4), (10, 1)])
-def test_micro_batches_accumulate_to_the_configured_documents_per_step(tmp_path, sharp_model_dir, monkeypatch,
+@pytest.mark.parametrize("objective", ["questions", "answer"])
+@pytest.mark.parametrize(("budget", "micro"), [(0, 4), (1280, 4), (10, 1)])
+def test_micro_batches_accumulate_to_the_configured_documents_per_step(tmp_path, sharp_model_dir, objective,
                                                                         budget, micro):
-    monkeypatch.setattr("annotune.finetune.tree.TOKENS_PER_DOCUMENT", budget)
-    tuner = FineTuner(make_codebook("dimensions"), tree_config(batch_size=4, grad_accum=2),
+    tuner = FineTuner(make_codebook("dimensions"),
+                      tree_config(batch_size=4, grad_accum=2, micro_batch_tokens=budget, objective=objective),
                       base_model=str(sharp_model_dir))
     trainer, _ = tuner.build_trainer(dimension_docs(2), tmp_path, progress=False)
     args = trainer.args

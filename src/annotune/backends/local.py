@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained, softmax
+from annotune.finetune.thresholds import scaled
 from annotune.tasks.parsing import answer_text, parse_answer
 from annotune.tasks.prompts import constrained_questions, main_question, render_chat
 from annotune.tasks.prompts import end_of_turn as template_end_of_turn
@@ -164,8 +165,12 @@ class LocalBackend(Backend):
 
     def __init__(self, model: str | None = None, *, dtype: str | None = "auto", device: str | None = None,
                  batch_size: int = 8, max_text_tokens: int | None = 512, max_new_tokens: int | None = None,
-                 loaded=None):
+                 decision_scale: float | None = None, loaded=None):
+        """``decision_scale`` multiplies the probability of the "no"/"absent" option of every constrained
+        question before deciding (multi-label and dimension tasks; `annotune.finetune.thresholds`); None:
+        the scale a fine-tuned run tuned on its dev documents, 1 for any other model."""
         from annotune.backends.models import load_causal_lm
+        from annotune.finetune.thresholds import run_decision_scale
 
         if loaded is not None:  # (model, tokenizer, source) already in memory, e.g. from a test or trainer
             self.model, self.tokenizer, self.source = loaded
@@ -175,6 +180,7 @@ class LocalBackend(Backend):
         self.batch_size = batch_size
         self.max_text_tokens = max_text_tokens
         self.max_new_tokens = max_new_tokens
+        self.decision_scale = run_decision_scale(self.source) if decision_scale is None else float(decision_scale)
         self.device = next(self.model.parameters()).device
         self.dtype = next(self.model.parameters()).dtype
         self.decoder = getattr(self.model, self.model.base_model_prefix)
@@ -253,6 +259,15 @@ class LocalBackend(Backend):
 
     # ------------------------------------------------------------------ public
     def label(self, docs, builder, answer="generate", *, progress=True):
+        results, stats, _ = self._label(docs, builder, answer, progress)
+        return results, stats
+
+    def option_probabilities(self, docs, builder, *, progress=False) -> list[list[np.ndarray]]:
+        """Per document, the probabilities of each constrained question's options (before any decision
+        scale): what `annotune.finetune.thresholds.tune_scale` tunes on."""
+        return self._label(docs, builder, "constrained", progress)[2]
+
+    def _label(self, docs, builder, answer, progress):
         if answer not in ANSWER_MODES:
             raise ValueError(f"answer must be one of {ANSWER_MODES}, not {answer!r}")
         import torch
@@ -266,6 +281,8 @@ class LocalBackend(Backend):
         doc_ids = [self._doc_ids(d.text, stats) + between_ids for d in docs]
         order = sorted(range(len(docs)), key=lambda i: -len(doc_ids[i]))
         results: list[Prediction | None] = [None] * len(docs)
+        option_probs: list[list[np.ndarray] | None] = [None] * len(docs)
+        threshold_option = codebook.task.threshold_option
         bar = tqdm(total=len(docs), desc=f"{self.name} {answer}", unit="doc", disable=not progress, leave=False)
         with torch.inference_mode():
             prefix_kv = self._encode_prefix(prefix_ids)
@@ -293,7 +310,9 @@ class LocalBackend(Backend):
                     batch = order[start: start + per_batch]
                     logps = self._score(prefix_kv, len(prefix_ids), [doc_ids[i] for i in batch], q_rows, opt_rows)
                     for i, per_question in zip(batch, logps):
-                        label, conf, pdict = decide_constrained(codebook, [softmax(lp) for lp in per_question])
+                        option_probs[i] = [softmax(lp) for lp in per_question]
+                        label, conf, pdict = decide_constrained(
+                            codebook, scaled(option_probs[i], threshold_option, self.decision_scale))
                         raw = answer_text(label, codebook)
                         results[i] = Prediction(docs[i].id, raw, label, conf, pdict)
                     n_q = sum(map(len, q_rows))
@@ -302,7 +321,7 @@ class LocalBackend(Backend):
                     bar.update(len(batch))
         bar.close()
         stats.seconds = time.perf_counter() - started
-        return results, stats
+        return results, stats, option_probs
 
     # ------------------------------------------------------------------ engine: batched internals
     def _encode_prefix(self, prefix_ids: list[int]):

@@ -12,8 +12,9 @@ from annotune.config import ConfigModel, Dtype
 
 
 class FineTuneConfig(ConfigModel):
-    """LoRA hyper-parameters. Defaults are for the embedded 135M model on a CPU: a LoRA learning rate well
-    above the 2e-4 used for 7B models trains a 135M model in one epoch."""
+    """LoRA hyper-parameters. Defaults are for the embedded 135M model, chosen by `bench/recipe.py`: 3 epochs
+    at lr 1e-3 (the best dev epoch kept) beat 1 epoch by 8–11 points of macro-F1 on BBC News with 100 and 200
+    training articles, and the 2e-4 used for 7B models by 11."""
 
     objective: Literal["answer", "questions"] = Field(
         "answer", description="What the model learns to write: \"answer\", the task's prompt and its canonical "
@@ -25,8 +26,14 @@ class FineTuneConfig(ConfigModel):
     dropout: float = Field(0.0, ge=0, lt=1, description="LoRA dropout; its random masks cost ~10 % of a CPU step.")
     target_modules: list[str] | str = Field("all-linear", description="Modules that get LoRA adapters.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate.")
-    epochs: float = Field(1.0, gt=0, description="Passes over the training documents (may be fractional).")
-    batch_size: int = Field(8, ge=1, description="Examples per step.")
+    epochs: float = Field(3.0, gt=0, description="Passes over the training documents (may be fractional); the "
+                          "dev evaluation after each keeps the best.")
+    batch_size: int = Field(8, ge=1, description="Documents per optimizer step.")
+    micro_batch_tokens: int = Field(
+        2560, ge=0, description="Tokens per forward pass: a step's documents go through in micro-batches (the "
+        "largest divisor of batch_size whose examples hold at most this many tokens, 1 for longer examples), "
+        "their gradients accumulated, so peak memory stays bounded while batch_size keeps meaning documents per "
+        "step; 0: the whole batch in one pass (fastest, most memory).")
     grad_accum: int = Field(1, ge=1, description="Gradient accumulation steps.")
     max_length: int = Field(512, ge=16, description="Tokens per example (prompt + answer); documents are cut "
                                                      "to max_text_tokens, never labels; a longer free-text (qa) "

@@ -6,6 +6,12 @@ recorded, and the adapter weights of the best evaluation so far are kept (also o
 run keeps them). At the end the best weights are put back before the run folder is written, and the
 warnings of the best evaluation (collapse to one answer, κ ≈ 0) are reported: a model that learned only the
 label prior is said to have done so, on the console and in the manifest.
+
+For multi-label and dimension tasks each evaluation also tunes the decision scale of the "no"/"absent"
+option on the dev documents (`annotune.finetune.thresholds`): the metric is the one at the tuned scale (the
+untuned one is kept as ``<metric>_unscaled``), and the best evaluation's scale is the one the run answers
+with (`LocalBackend` reads it from the manifest). A model that learned to answer "absent" everywhere but
+ranks the documents well is thus rescued, as a classification head's threshold is.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from annotune.codebook import Codebook
+from annotune.finetune.thresholds import decide, tune_scale
 
 BEST_FILE = "dev-best.pt"
 
@@ -46,12 +53,18 @@ def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source,
             base.eval()
             backend = LocalBackend(loaded=(base, tokenizer, source), batch_size=args.per_device_eval_batch_size,
                                    max_text_tokens=max_text_tokens)
-            preds, _ = backend.label(dev_docs, builder, "constrained", progress=False)
+            probs = backend.option_probabilities(dev_docs, builder)
             base.train(was_training)
-            metrics = task.evaluate([d.label for d in dev_docs], [p.label for p in preds], n_boot=0)
+            gold = [d.label for d in dev_docs]
+            scale, _ = tune_scale(codebook, probs, gold)
+            metrics = task.evaluate(gold, [decide(codebook, p, scale)[0] for p in probs], n_boot=0)
             point = {"step": state.global_step, "epoch": round(state.epoch or 0, 3),
                      key: metrics[task.primary_metric], "dev_kappa": metrics.get("kappa"),
                      "warnings": metrics["warnings"]}
+            if task.threshold_option is not None:
+                point["decision_scale"] = scale
+                point[key + "_unscaled"] = (metrics[task.primary_metric] if scale == 1.0 else task.evaluate(
+                    gold, [decide(codebook, p)[0] for p in probs], n_boot=0)[task.primary_metric])
             self.history.append(point)
             score = metrics[task.primary_metric] or 0.0
             if self.best is None or score > self.best[key]:
@@ -60,6 +73,7 @@ def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source,
                 torch.save({"best": self.best, "history": self.history, "state": self.best_state},
                            folder / BEST_FILE)
             log(f"dev evaluation at step {state.global_step}: {task.primary_name} {score:.3f}"
+                + (f" (decision scale {scale:g})" if scale != 1.0 else "")
                 + (f" (best {self.best[key]:.3f} at step {self.best['step']})" if self.best is not point else ""))
 
         def restore_best(self, model) -> dict | None:

@@ -5,6 +5,7 @@ run (`peak_memory_gib`)."""
 from __future__ import annotations
 
 import functools
+import math
 import time
 
 
@@ -55,16 +56,64 @@ def caches_plain_layers(config) -> bool:
     return not (getattr(config, "sliding_window", None) and getattr(config, "use_sliding_window", True))
 
 
+def micro_batch_size(batch_size: int, lengths: list[int], budget: int) -> int:
+    """The largest divisor of ``batch_size`` whose micro-batch holds at most ``budget`` tokens of the mean
+    example length (1 for examples longer than that; the whole batch for ``budget`` 0): a step's documents go
+    through in micro-batches, their gradients accumulated, so memory stays bounded and ``batch_size`` keeps
+    meaning documents per step."""
+    if budget <= 0:
+        return batch_size
+    mean = sum(lengths) / max(1, len(lengths))
+    fits = max(1, math.floor(budget / max(1.0, mean)))
+    return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
+
+
+def scored_logits(trainer, model, ids, select, *, prefix=None, **forward):
+    """Vocabulary logits (fp32) only at the positions ``select`` keeps of the output layer's input (a pre-hook:
+    the forward still goes through the PEFT and DDP wrappers). With ``prefix`` (ids [1, P]) the rows continue
+    from its key/value cache, encoded once and repeated, gradients flowing back through it; None when the
+    model returns no cache. bf16 autocast on a CPU when the run trains in bf16 (the Trainer applies none
+    there: without it bf16 = true trains in fp32, 2x slower)."""
+    import torch
+    from transformers import Cache
+
+    head = trainer.accelerator.unwrap_model(model).get_output_embeddings()
+    cpu_bf16 = trainer.args.bf16 and ids.device.type == "cpu"
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
+        cache = None
+        if prefix is not None:
+            cache = getattr(model(input_ids=prefix, use_cache=True, logits_to_keep=1), "past_key_values", None)
+            if not isinstance(cache, Cache):
+                return None
+            cache.batch_repeat_interleave(ids.shape[0])
+        hook = head.register_forward_pre_hook(lambda module, args: (select(args[0]),) + tuple(args[1:]))
+        try:
+            return model(input_ids=ids, past_key_values=cache, use_cache=cache is not None, **forward).logits.float()
+        finally:
+            hook.remove()
+
+
+class LossOnlyEvaluation:
+    """A `Trainer` mixin: dev evaluation computes the loss only (no logits gathered over the dev set; the
+    dev metric comes from `annotune.finetune.dev_eval`)."""
+
+    def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
+        import torch
+
+        with torch.no_grad():
+            loss = self.compute_loss(model, self._prepare_inputs(inputs))
+        return loss.detach(), None, None
+
+
 @functools.cache
 def trainer_classes():
     """`SFTTrainer` with an answer-only loss, and a progress callback (classes built on first use so that
     importing annotune does not import TRL)."""
-    import torch
     import torch.nn.functional as F
-    from transformers import Cache, TrainerCallback
+    from transformers import TrainerCallback
     from trl import SFTTrainer
 
-    class AnswerOnlyTrainer(SFTTrainer):
+    class AnswerOnlyTrainer(LossOnlyEvaluation, SFTTrainer):
         """Vocabulary logits only at answer positions: a pre-hook on the output layer hands it only the hidden
         states whose next-token label is not masked. The forward still goes through the (PEFT, DDP...)
         wrappers, so a launcher's gradient synchronisation works. Measured on SmolLM2-135M (8 × 348 tokens,
@@ -89,41 +138,22 @@ def trainer_classes():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             ids, mask, labels = inputs["input_ids"], inputs.get("attention_mask"), inputs["labels"]
             scored = labels[:, 1:] != -100
-            shared = 0
-            if self.share_prefix and inputs.get("position_ids") is None:
-                shared = shared_prefix_length(ids, mask, labels)
-
-            def answer_positions_only(module, args):
-                return (args[0][:, :-1][scored[:, shared:]],) + tuple(args[1:])
-
-            head = self.accelerator.unwrap_model(model).get_output_embeddings()
-            # the Trainer applies no autocast on CPU: without this, bf16=True trains in fp32, 2x slower
-            cpu_bf16 = self.args.bf16 and ids.device.type == "cpu"
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
-                cache = None
-                if shared:
-                    prefix = model(input_ids=ids[:1, :shared], use_cache=True, logits_to_keep=1)
-                    cache = getattr(prefix, "past_key_values", None)
-                    if isinstance(cache, Cache):
-                        cache.batch_repeat_interleave(ids.shape[0])
-                    else:  # a model without a key/value cache (a state-space model, say): no sharing
-                        self.share_prefix, shared, cache = False, 0, None
-                hook = head.register_forward_pre_hook(answer_positions_only)
-                try:
-                    logits = model(input_ids=ids[:, shared:], attention_mask=mask, past_key_values=cache,
-                                   position_ids=inputs.get("position_ids"), use_cache=cache is not None).logits.float()
-                finally:
-                    hook.remove()
+            positions = inputs.get("position_ids")
+            shared = shared_prefix_length(ids, mask, labels) if self.share_prefix and positions is None else 0
+            logits = None
+            if shared:
+                logits = scored_logits(self, model, ids[:, shared:], lambda h: h[:, :-1][scored[:, shared:]],
+                                       prefix=ids[:1, :shared], attention_mask=mask)
+                if logits is None:  # a model without a key/value cache (a state-space model, say): no sharing
+                    self.share_prefix, shared = False, 0
+            if logits is None:
+                logits = scored_logits(self, model, ids, lambda h: h[:, :-1][scored], attention_mask=mask,
+                                       position_ids=positions)
             loss = F.cross_entropy(logits, labels[:, 1:][scored]) if scored.any() else logits.sum() * 0.0
             if model.training and mask is not None:
                 self.tokens_seen += int(mask.sum())
                 self.prefix_tokens_saved += shared * (ids.shape[0] - 1)
             return (loss, {"logits": logits}) if return_outputs else loss
-
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            with torch.no_grad():
-                loss = self.compute_loss(model, self._prepare_inputs(inputs))
-            return loss.detach(), None, None
 
     class Progress(TrainerCallback):
         """A bar with loss, tokens/s and ETA (the Trainer's own bar shows neither tokens/s nor loss)."""
@@ -163,4 +193,5 @@ def trainer_classes():
     return AnswerOnlyTrainer, Progress
 
 
-__all__ = ["caches_plain_layers", "peak_memory_gib", "shared_prefix_length", "trainer_classes"]
+__all__ = ["LossOnlyEvaluation", "caches_plain_layers", "micro_batch_size", "peak_memory_gib", "scored_logits",
+           "shared_prefix_length", "trainer_classes"]

@@ -3,12 +3,15 @@
 For task kinds whose constrained questions start with a "no"/"absent" option (`TaskKind.threshold_option`:
 multi-label yes/no questions, dimension questions), one scale multiplies that option's probability in every
 question before the task kind decides; the scale that maximises the primary metric on the dev documents
-is kept. A single-label task has nothing to tune (argmax over its labels).
+is kept. A single-label task has nothing to tune (argmax over its labels). The `head` system and LoRA runs
+(`annotune.finetune.dev_eval`, for `constrained` answers) tune it; a run folder's manifest keeps it.
 """
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 
@@ -49,4 +52,20 @@ def tune_scale(codebook: Codebook, probs: list[list[np.ndarray]], gold: list) ->
     return best[2], best[0]
 
 
-__all__ = ["scaled", "decide", "tune_scale", "SCALES", "MIN_TUNING_DOCS"]
+def run_decision_scale(source) -> float:
+    """The decision scale a fine-tuned LoRA run tuned on its dev documents (its manifest's best dev
+    evaluation); 1 for a model that is not a run folder, or a run that tuned none. ``source``: a
+    `ModelSource`, a path or None."""
+    location = getattr(source, "location", source)
+    if not location:
+        return 1.0
+    manifest = Path(location) / "manifest.json"
+    try:
+        run = json.loads(manifest.read_text())
+    except (OSError, ValueError):
+        return 1.0
+    best = ((run.get("training") or {}).get("dev") or {}).get("best") or {}
+    return float(best.get("decision_scale") or 1.0)
+
+
+__all__ = ["scaled", "decide", "tune_scale", "run_decision_scale", "SCALES", "MIN_TUNING_DOCS"]

@@ -36,7 +36,7 @@ from annotune.finetune.distributed import (
     wait_for_everyone,
     world_size,
 )
-from annotune.finetune.sft import peak_memory_gib, trainer_classes
+from annotune.finetune.sft import caches_plain_layers, micro_batch_size, peak_memory_gib, trainer_classes
 from annotune.tasks.parsing import answer_text
 from annotune.tasks.prompts import PromptBuilder
 
@@ -162,20 +162,19 @@ class FineTuner:
             datasets.disable_progress_bars()
         questions = cfg.objective == "questions"
         if questions:
-            from annotune.finetune.tree import micro_batch_size, tree_examples
+            from annotune.finetune.tree import tree_examples
 
-            # under a launcher or gradient checkpointing the instructions cannot be a cache shared by the rows
-            inline = cfg.gradient_checkpointing or world_size() > 1
+            # under a launcher, gradient checkpointing or sliding-window attention the instructions cannot be a
+            # cache shared by the rows: they start every row
+            inline = cfg.gradient_checkpointing or world_size() > 1 or not caches_plain_layers(model.config)
             prefix_ids, records = tree_examples(fit_docs + dev_docs, self.builder(), tokenizer, cfg.max_text_tokens,
                                                 inline_prefix=inline)
             fit_records, dev_records = records[: len(fit_docs)], records[len(fit_docs):]
-            train_ds = HFDataset.from_list(fit_records)
-            dev_ds = HFDataset.from_list(dev_records) if dev_records else None
-            micro = micro_batch_size(cfg.batch_size, fit_records)
         else:
-            train_ds = HFDataset.from_list(self.examples(fit_docs, tokenizer))
-            dev_ds = HFDataset.from_list(self.examples(dev_docs, tokenizer)) if dev_docs else None
-            micro = cfg.batch_size
+            fit_records, dev_records = self.examples(fit_docs, tokenizer), self.examples(dev_docs, tokenizer)
+        train_ds = HFDataset.from_list(fit_records)
+        dev_ds = HFDataset.from_list(dev_records) if dev_records else None
+        micro = micro_batch_size(cfg.batch_size, example_lengths(fit_records, tokenizer), cfg.micro_batch_tokens)
         steps_per_epoch = math.ceil(len(fit_docs) / (cfg.batch_size * cfg.grad_accum))
         total_steps = max(1, math.ceil(steps_per_epoch * cfg.epochs))
         common = dict(
@@ -324,6 +323,15 @@ def complete_checkpoints(folder: Path, log=print) -> list[Path]:
             log(f"removing incomplete checkpoint {path} (the run was interrupted while saving it)")
             shutil.rmtree(path, ignore_errors=True)
     return [p for _, p in sorted(found)]
+
+
+def example_lengths(records: list[dict], tokenizer) -> list[int]:
+    """Tokens of each training example: a token tree's own, or a conversational record's as the chat
+    template renders it (prompt and answer)."""
+    if records and "input_ids" in records[0]:
+        return [len(r["input_ids"]) for r in records]
+    return [len(tokenizer.apply_chat_template(r["prompt"] + r["completion"], tokenize=True)["input_ids"])
+            for r in records]
 
 
 def is_run_folder(path: str | Path) -> bool:

@@ -8,20 +8,21 @@ ancestors and itself, so the branches do not see each other, and the loss covers
 dimension task with 46 dimensions thus trains on all 46 questions in one pass over the document, instead of a
 JSON answer that `constrained` answering never reads.
 
-Rows are long for tasks with many questions, so a step's documents go through in micro-batches of about the
-tokens an ``answer`` step holds, their gradients accumulated: ``batch_size`` keeps meaning documents per step.
+Rows are long for tasks with many questions: a step's documents go through in micro-batches of at most
+``micro_batch_tokens`` tree tokens (as ``answer`` examples do), their gradients accumulated, so ``batch_size``
+keeps meaning documents per step.
 """
 
 from __future__ import annotations
 
 import functools
-import math
 
 import numpy as np
 
 from annotune.backends.local import ConstrainedPrompt, question_tree, tree_layout
+from annotune.errors import ConfigError
+from annotune.finetune.sft import LossOnlyEvaluation, scored_logits
 
-TOKENS_PER_DOCUMENT = 320  # about what an `answer` example of a short document holds: the micro-batch budget
 
 
 def tree_examples(docs, builder, tokenizer, max_text_tokens: int, *, inline_prefix: bool = False):
@@ -41,14 +42,6 @@ def tree_examples(docs, builder, tokenizer, max_text_tokens: int, *, inline_pref
         records.append({"input_ids": toks, "parents": parents, "positions": [t[0] for t in targets],
                         "targets": [t[1] for t in targets]})
     return ([] if inline_prefix else prompt.prefix_ids), records
-
-
-def micro_batch_size(batch_size: int, records: list[dict]) -> int:
-    """The largest divisor of ``batch_size`` whose micro-batch holds at most ``batch_size`` ×
-    `TOKENS_PER_DOCUMENT` tree tokens (1 for trees longer than that)."""
-    mean = sum(len(r["input_ids"]) for r in records) / max(1, len(records))
-    fits = max(1, math.floor(batch_size * TOKENS_PER_DOCUMENT / max(1.0, mean)))
-    return max(d for d in range(1, batch_size + 1) if batch_size % d == 0 and d <= fits)
 
 
 def collate_trees(prefix_len: int, pad_id: int):
@@ -78,7 +71,7 @@ def tree_trainer_class():
     import torch.nn.functional as F
     from transformers import Trainer
 
-    class QuestionTreeTrainer(Trainer):
+    class QuestionTreeTrainer(LossOnlyEvaluation, Trainer):
         """Loss on the right options of every question of each document's token tree; the shared
         instructions are encoded once per micro-batch (gradients flowing back through their keys and
         values), the vocabulary logits computed only at the scored positions."""
@@ -95,43 +88,26 @@ def tree_trainer_class():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             ids, allowed, index = inputs["input_ids"], inputs["tree_mask"], inputs["target_index"]
             n_rows, n_prefix = ids.shape[0], len(self.prefix_ids)
-            head = self.accelerator.unwrap_model(model).get_output_embeddings()
             if self.bool_mask:
                 mask = allowed
             else:  # eager attention adds the mask to the scores
-                dtype = next(head.parameters()).dtype
+                dtype = next(self.accelerator.unwrap_model(model).get_output_embeddings().parameters()).dtype
                 mask = torch.zeros(allowed.shape, dtype=dtype, device=ids.device)
                 mask.masked_fill_(~allowed, torch.finfo(dtype).min)
-
-            def scored_positions_only(module, args):
-                hidden = args[0]
-                return (hidden.reshape(-1, hidden.shape[-1])[index],) + tuple(args[1:])
-
-            cpu_bf16 = self.args.bf16 and ids.device.type == "cpu"  # no autocast from the Trainer on CPU
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=cpu_bf16):
-                cache = None
-                if n_prefix:
-                    prefix = torch.tensor([self.prefix_ids], device=ids.device)
-                    cache = model(input_ids=prefix, use_cache=True, logits_to_keep=1).past_key_values
-                    cache.batch_repeat_interleave(n_rows)
-                hook = head.register_forward_pre_hook(scored_positions_only)
-                try:
-                    logits = model(input_ids=ids, attention_mask=mask, position_ids=inputs["position_ids"],
-                                   past_key_values=cache, use_cache=cache is not None).logits.float()
-                finally:
-                    hook.remove()
+            prefix = torch.tensor([self.prefix_ids], device=ids.device) if n_prefix else None
+            logits = scored_logits(self, model, ids, lambda h: h.reshape(-1, h.shape[-1])[index], prefix=prefix,
+                                   attention_mask=mask, position_ids=inputs["position_ids"])
+            if logits is None:
+                raise ConfigError('objective = "questions" shares the instructions as a key/value cache; this '
+                                  "model returns none: set gradient_checkpointing = true (instructions in every "
+                                  "row) or use the default objective", field="finetune.objective")
             loss = F.cross_entropy(logits, inputs["targets"])
             if model.training:
                 self.tokens_seen += int(inputs["row_tokens"].sum()) + n_prefix * n_rows
                 self.prefix_tokens_saved += n_prefix * (n_rows - 1)
             return (loss, {"logits": logits}) if return_outputs else loss
 
-        def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
-            with torch.no_grad():
-                loss = self.compute_loss(model, self._prepare_inputs(inputs))
-            return loss.detach(), None, None
-
     return QuestionTreeTrainer
 
 
-__all__ = ["collate_trees", "micro_batch_size", "tree_examples", "tree_trainer_class"]
+__all__ = ["collate_trees", "tree_examples", "tree_trainer_class"]

@@ -113,4 +113,6 @@ class FinetunedSystem(System):
         stats.extra["train_tokens_per_s"] = manifest["training"]["tokens_per_s"]
         if manifest["training"].get("dev"):  # the dev evaluations during training, the best one kept
             stats.extra["dev"] = manifest["training"]["dev"]
+        if cfg.answer == "constrained" and ctx.codebook.task.threshold_option is not None:
+            stats.extra["decision_scale"] = backend.decision_scale  # tuned on the run's dev documents
         return preds, stats
