@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained, softmax
+from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.finetune.thresholds import scaled
 from annotune.tasks.parsing import answer_text, parse_answer
 from annotune.tasks.prompts import constrained_questions, main_question, render_chat
@@ -81,56 +82,6 @@ class ConstrainedPrompt:
     def tree_length(self) -> int:
         """Tokens the questions and options add to a document's tree."""
         return sum(len(q) + sum(len(o) - 1 for o in opts) for q, opts in zip(self.q_rows, self.opt_rows))
-
-
-def question_tree(doc: list[int], q_rows: list[list[int]], opt_rows: list[list[list[int]]]):
-    """One document's token tree: the document, then every question hanging off its last token, then each
-    option of a question as a branch off the question's last token. Returns (tokens, parents, targets): a
-    token's parent is the index of its predecessor (-1: it follows the prefix), and each target
-    ``(position, token, question, option)`` says that the hidden state at ``position`` predicts ``token``
-    (an option's last token is scored but needs no position of its own)."""
-    toks = list(doc)
-    par = list(range(-1, len(doc) - 1))
-    targets = []
-    for qi, (q, opts) in enumerate(zip(q_rows, opt_rows)):
-        q_start = len(toks)
-        toks += q
-        # each question hangs off the document's last token, not off the previous question's tree
-        par += [len(doc) - 1 if j == 0 else q_start + j - 1 for j in range(len(q))]
-        q_last = len(toks) - 1
-        for oi, opt in enumerate(opts):
-            prev = q_last
-            for j, tok in enumerate(opt):
-                targets.append((prev, tok, qi, oi))
-                if j < len(opt) - 1:
-                    toks.append(tok)
-                    par.append(prev)
-                    prev = len(toks) - 1
-    return toks, par, targets
-
-
-def tree_layout(rows: list[list[int]], parents: list[list[int]], prefix_len: int, pad_id: int):
-    """Right-padded token ids, position ids and the attention pattern [R, L, prefix_len + L] (True: may
-    attend) of rows of token trees after a shared prefix: a token sees the prefix, its ancestors and itself,
-    its position is the prefix length plus its depth; padding sees only itself."""
-    n_rows = len(rows)
-    width = max(len(r) for r in rows)
-    ids = np.full((n_rows, width), pad_id, dtype=np.int64)
-    pos = np.zeros((n_rows, width), dtype=np.int64)
-    allowed = np.zeros((n_rows, width, prefix_len + width), dtype=bool)
-    allowed[:, :, :prefix_len] = True
-    for r, (toks, par) in enumerate(zip(rows, parents)):
-        ids[r, : len(toks)] = toks
-        anc = allowed[r, :, prefix_len:]
-        depth = pos[r]
-        for i, p in enumerate(par):
-            if p >= 0:
-                anc[i] = anc[p]
-                depth[i] = depth[p] + 1
-            anc[i, i] = True
-        for i in range(len(toks), width):
-            anc[i, i] = True
-    return ids, pos + prefix_len, allowed
 
 
 @dataclass

@@ -19,7 +19,8 @@ import functools
 
 import numpy as np
 
-from annotune.backends.local import ConstrainedPrompt, question_tree, tree_layout
+from annotune.backends.local import ConstrainedPrompt
+from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.errors import ConfigError
 from annotune.finetune.sft import LossOnlyEvaluation, scored_logits
 
