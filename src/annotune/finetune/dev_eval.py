@@ -52,7 +52,7 @@ def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source,
             was_training = base.training
             base.eval()
             backend = LocalBackend(loaded=(base, tokenizer, source), batch_size=args.per_device_eval_batch_size,
-                                   max_text_tokens=max_text_tokens)
+                                   max_text_tokens=max_text_tokens, decision_scale=1.0)  # raw probabilities
             probs = backend.option_probabilities(dev_docs, builder)
             base.train(was_training)
             gold = [d.label for d in dev_docs]

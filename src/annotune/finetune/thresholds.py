@@ -56,10 +56,12 @@ def run_decision_scale(source) -> float:
     """The decision scale a fine-tuned LoRA run tuned on its dev documents (its manifest's best dev
     evaluation); 1 for a model that is not a run folder, or a run that tuned none. ``source``: a
     `ModelSource`, a path or None."""
+    from annotune.finetune.trainer import RUN_MANIFEST  # lazy: the trainer imports dev_eval, which imports this
+
     location = getattr(source, "location", source)
     if not location:
         return 1.0
-    manifest = Path(location) / "manifest.json"
+    manifest = Path(location) / RUN_MANIFEST
     try:
         run = json.loads(manifest.read_text())
     except (OSError, ValueError):

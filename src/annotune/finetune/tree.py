@@ -25,7 +25,6 @@ from annotune.errors import ConfigError
 from annotune.finetune.sft import LossOnlyEvaluation, scored_logits
 
 
-
 def tree_examples(docs, builder, tokenizer, max_text_tokens: int, *, inline_prefix: bool = False):
     """(prefix ids, records): one record per document with its tree's ``input_ids`` and ``parents`` and the
     ``positions`` whose hidden states must predict ``targets`` (the right options' tokens). With
