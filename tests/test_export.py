@@ -53,6 +53,7 @@ def test_export_writes_gguf_files_modelfile_and_manifest(exported):
         assert entry["bytes"] == path.stat().st_size
     assert info["files"]["q4_k_m"]["bytes"] < info["files"]["f16"]["bytes"]
     assert info["run"] == str(exported.resolve()) and "llama.cpp" in info["converter"]
+    assert info["run_decision_scale"] == 1.0  # a single-label run tunes none
     modelfile = (folder / "Modelfile").read_text()
     assert "FROM ./model-q4_k_m.gguf" in modelfile and 'PARAMETER stop "<|im_end|>"' in modelfile
     assert "- business" in modelfile and "PARAMETER temperature 0" in modelfile  # the run's system prompt
@@ -181,7 +182,7 @@ def test_export_run_without_gguf_writes_merged_weights(exported, tmp_path):
     assert result.exit_code == 2 and "not a fine-tuned run folder" in result.stderr
 
 
-def test_exporting_a_questions_trained_run_warns_that_llama_cpp_generates_answers(exported, tmp_path):
+def test_exporting_warns_what_llama_cpp_does_not_do_as_the_run(exported, tmp_path):
     import shutil
 
     from annotune.errors import AnnotuneError
@@ -203,3 +204,10 @@ def test_exporting_a_questions_trained_run_warns_that_llama_cpp_generates_answer
     with pytest.raises(AnnotuneError):
         export_gguf(run, quant=None, log=said.append)
     assert not any("WARNING" in m for m in said)
+    said.clear()
+    manifest.setdefault("training", {})["dev"] = {"best": {"epoch": 2, "decision_scale": 0.25}}
+    (run / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(AnnotuneError):
+        export_gguf(run, quant=None, log=said.append)
+    assert [m for m in said if m.startswith("WARNING")] == [
+        m for m in said if m.startswith("WARNING") and "decision scale of 0.25" in m] != []

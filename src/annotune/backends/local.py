@@ -40,6 +40,15 @@ def _encode(tokenizer, text: str) -> list[int]:
     return tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
+def document_ids(tokenizer, text: str, max_tokens: int | None) -> tuple[list[int], bool]:
+    """A document's token ids as every prompt holds them, cut to ``max_tokens`` (None: whole), and whether
+    it was cut."""
+    ids = _encode(tokenizer, text)
+    if max_tokens and len(ids) > max_tokens:
+        return ids[:max_tokens], True
+    return ids, False
+
+
 def option_token_ids(tokenizer, options, end_of_turn: str | None = None) -> list[list[int]]:
     """Token ids of a question's answer options (``end_of_turn``: default the chat template's).
 
@@ -156,10 +165,8 @@ class LocalBackend(Backend):
         return getattr(self.model.config, "max_position_embeddings", None)
 
     def _doc_ids(self, text: str, stats: RunStats) -> list[int]:
-        ids = self.encode(text)
-        if self.max_text_tokens and len(ids) > self.max_text_tokens:
-            stats.truncated_docs += 1
-            ids = ids[: self.max_text_tokens]
+        ids, cut = document_ids(self.tokenizer, text, self.max_text_tokens)
+        stats.truncated_docs += cut
         return ids
 
     def option_ids(self, options: tuple[str, ...] | list[str], end_of_turn: str | None = None) -> list[list[int]]:

@@ -87,10 +87,9 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
         raise ConfigError("a classifier-head run cannot become a GGUF (llama.cpp generates text); export a "
                           "generative LoRA run (type = \"finetuned\")" if head else
                           "not a fine-tuned run folder (no manifest.json + adapter)", file=run)
-    if json.loads((run / RUN_MANIFEST).read_text()).get("hyperparameters", {}).get("objective") == "questions":
-        log('WARNING: this run was trained on the constrained questions (objective = "questions"), not to write '
-            "its answer; llama.cpp and Ollama generate the answer: check the exported file with a llamacpp system "
-            "on held-out documents before using it")
+    run_manifest = json.loads((run / RUN_MANIFEST).read_text())
+    for warning in export_warnings(run_manifest):
+        log("WARNING: " + warning)
     if quant is not None:
         import_llama_cpp()  # fail before the slow steps
     target = Path(output) if output else run / "gguf"
@@ -98,7 +97,7 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     try:
-        manifest = _write_export(run, tmp, quant, threads, context, log)
+        manifest = _write_export(run, run_manifest, tmp, quant, threads, context, log)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)  # no half-written export (nor its merged weights) stays behind
         raise
@@ -107,12 +106,33 @@ def export_gguf(run: str | Path, *, quant: str | None = "q4_k_m", output: str | 
     return manifest | {"folder": str(target)}
 
 
-def _write_export(run: Path, tmp: Path, quant: str | None, threads: int, context: int, log) -> dict:
+def export_warnings(run_manifest: dict) -> list[str]:
+    """What a GGUF of this run will not do as the run itself does: llama.cpp and Ollama generate the answer
+    greedily, without the run's questions objective or its tuned decision scale."""
+    from annotune.finetune.thresholds import manifest_decision_scale
+
+    warnings = []
+    if run_manifest.get("hyperparameters", {}).get("objective") == "questions":
+        warnings.append('this run was trained on the constrained questions (objective = "questions"), not to '
+                        "write its answer; llama.cpp and Ollama generate the answer: check the exported file with "
+                        "a llamacpp system on held-out documents before using it")
+    scale = manifest_decision_scale(run_manifest)
+    if scale != 1.0:
+        warnings.append(f"this run answers `constrained` with a decision scale of {scale:g} on its \"absent\" "
+                        "option, tuned on its dev documents; llama.cpp and Ollama generate at scale 1 (no tuning): "
+                        "expect other answers, and check the exported file with a llamacpp system on held-out "
+                        "documents")
+    return warnings
+
+
+def _write_export(run: Path, run_manifest: dict, tmp: Path, quant: str | None, threads: int, context: int,
+                  log) -> dict:
     """The files of an export, written into ``tmp``; returns export.json's content."""
     from annotune.backends.llamacpp import import_llama_cpp
     from annotune.backends.models import file_sha256, load_tokenizer
     from annotune.codebook import Codebook
-    from annotune.finetune.trainer import RUN_CODEBOOK, RUN_MANIFEST, RUN_PROMPT, merge_run
+    from annotune.finetune.thresholds import manifest_decision_scale
+    from annotune.finetune.trainer import RUN_CODEBOOK, RUN_PROMPT, merge_run
     from annotune.tasks.prompts import end_of_turn, system_prompt
 
     merged = run / "merged"
@@ -137,12 +157,13 @@ def _write_export(run: Path, tmp: Path, quant: str | None, threads: int, context
     stop = end_of_turn(load_tokenizer(run))
     (tmp / MODELFILE).write_text(modelfile(deployed, system_prompt(codebook, bool(prompt.get("definitions"))),
                                            stop, context))
-    run_manifest = json.loads((run / RUN_MANIFEST).read_text())
     manifest = {
         "run": str(run.resolve()),
         "base_model": run_manifest.get("base_model"),
         # what the run saw of each document: a llamacpp system cuts documents there too
         "max_text_tokens": run_manifest.get("hyperparameters", {}).get("max_text_tokens"),
+        # the run's own constrained answers use it; the exported file (generation) cannot
+        "run_decision_scale": manifest_decision_scale(run_manifest),
         "converter": CONVERTER_VERSION,
         "quantiser": f"llama-cpp-python {import_llama_cpp().__version__}" if quant else None,
         "files": {q: {"file": name, "bytes": (tmp / name).stat().st_size, "sha256": file_sha256(tmp / name)}

@@ -66,8 +66,13 @@ def run_decision_scale(source) -> float:
         run = json.loads(manifest.read_text())
     except (OSError, ValueError):
         return 1.0
-    best = ((run.get("training") or {}).get("dev") or {}).get("best") or {}
+    return manifest_decision_scale(run)
+
+
+def manifest_decision_scale(run_manifest: dict) -> float:
+    """The decision scale a run manifest records for its best dev evaluation (1 when none)."""
+    best = ((run_manifest.get("training") or {}).get("dev") or {}).get("best") or {}
     return float(best.get("decision_scale") or 1.0)
 
 
-__all__ = ["scaled", "decide", "tune_scale", "run_decision_scale", "SCALES", "MIN_TUNING_DOCS"]
+__all__ = ["scaled", "decide", "tune_scale", "run_decision_scale", "manifest_decision_scale", "SCALES", "MIN_TUNING_DOCS"]

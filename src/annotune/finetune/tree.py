@@ -19,7 +19,7 @@ import functools
 
 import numpy as np
 
-from annotune.backends.local import ConstrainedPrompt
+from annotune.backends.local import ConstrainedPrompt, document_ids
 from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.errors import ConfigError
 from annotune.finetune.sft import LossOnlyEvaluation, scored_logits
@@ -33,7 +33,7 @@ def tree_examples(docs, builder, tokenizer, max_text_tokens: int, *, inline_pref
     task = builder.codebook.task
     records = []
     for d in docs:
-        doc = tokenizer(d.text, add_special_tokens=False)["input_ids"][:max_text_tokens] + prompt.between_ids
+        doc = document_ids(tokenizer, d.text, max_text_tokens)[0] + prompt.between_ids
         right = [[opts[q.options.index(target)]]
                  for q, opts, target in zip(prompt.questions, prompt.opt_rows, task.option_targets(d.label))]
         if inline_prefix:
