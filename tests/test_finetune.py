@@ -69,6 +69,7 @@ def test_run_folder_holds_adapter_tokenizer_codebook_manifest(trained_run, tiny_
     # the dev documents were labelled (constrained) at every evaluation; the best state was kept
     dev = m["training"]["dev"]
     assert dev["history"] and all("dev_macro_f1" in point and "warnings" in point for point in dev["history"])
+    assert all(isinstance(point["dev_loss"], float) and point["dev_loss"] > 0 for point in dev["history"])
     assert dev["best"]["dev_macro_f1"] == max(point["dev_macro_f1"] for point in dev["history"])
     assert not (trained_run / "dev-best.pt").exists()
 

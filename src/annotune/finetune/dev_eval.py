@@ -58,9 +58,10 @@ def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source,
             gold = [d.label for d in dev_docs]
             scale, _ = tune_scale(codebook, probs, gold)
             metrics = task.evaluate(gold, [decide(codebook, p, scale)[0] for p in probs], n_boot=0)
+            loss = (kwargs.get("metrics") or {}).get("eval_loss")  # finer than the metric on a small dev part
             point = {"step": state.global_step, "epoch": round(state.epoch or 0, 3),
                      key: metrics[task.primary_metric], "dev_kappa": metrics.get("kappa"),
-                     "warnings": metrics["warnings"]}
+                     "dev_loss": None if loss is None else round(float(loss), 5), "warnings": metrics["warnings"]}
             if task.threshold_option is not None:
                 point["decision_scale"] = scale
                 point[key + "_unscaled"] = (metrics[task.primary_metric] if scale == 1.0 else task.evaluate(
