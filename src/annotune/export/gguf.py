@@ -118,10 +118,10 @@ def export_warnings(run_manifest: dict) -> list[str]:
                         "a llamacpp system on held-out documents before using it")
     scale = manifest_decision_scale(run_manifest)
     if scale != 1.0:
-        warnings.append(f"this run answers `constrained` with a decision scale of {scale:g} on its \"absent\" "
-                        "option, tuned on its dev documents; llama.cpp and Ollama generate at scale 1 (no tuning): "
-                        "expect other answers, and check the exported file with a llamacpp system on held-out "
-                        "documents")
+        warnings.append(f"this run answers `constrained` with a decision scale of {scale:g} on its \"no\"/"
+                        "\"absent\" answers, tuned on its dev documents; llama.cpp and Ollama generate at scale 1 "
+                        "(no tuning): expect other answers, and check the exported file with a llamacpp system on "
+                        "held-out documents")
     return warnings
 
 

@@ -75,4 +75,5 @@ def manifest_decision_scale(run_manifest: dict) -> float:
     return float(best.get("decision_scale") or 1.0)
 
 
-__all__ = ["scaled", "decide", "tune_scale", "run_decision_scale", "manifest_decision_scale", "SCALES", "MIN_TUNING_DOCS"]
+__all__ = ["scaled", "decide", "tune_scale", "run_decision_scale", "manifest_decision_scale", "SCALES",
+           "MIN_TUNING_DOCS"]
