@@ -612,6 +612,19 @@ def test_bbc_example_config_loads():
             ("tfidf", 0, None), ("finetuned", 0, "generate")} <= kinds
 
 
+def test_quick_bbc_example_is_the_full_one_on_less_text():
+    """README command 1 runs the quick example: the full example's codebook, training articles and systems,
+    fewer test articles and shorter documents — nothing else may drift between the two files."""
+    full = load_config(REPO / "examples" / "bbc-news.toml")
+    quick = load_config(REPO / "examples" / "bbc-news-quick.toml")
+    assert quick.codebook == full.codebook
+    assert (quick.seed, quick.train_size, quick.finetune) == (full.seed, full.train_size, full.finetune)
+    assert [s.model_dump() for s in quick.systems] == [
+        s.model_copy(update={"max_text_tokens": 128}).model_dump() if hasattr(s, "max_text_tokens") else s.model_dump()
+        for s in full.systems]
+    assert quick.split.test_size == 100 and quick.model.max_text_tokens == 128
+
+
 @pytest.mark.skipif(not FLOURISHING.exists(), reason="needs ../shared/data/flourishing")
 def test_check_flourishing_example():
     result = invoke("check", REPO / "examples" / "flourishing.toml")

@@ -171,6 +171,30 @@ def test_model_settings_are_inherited_and_paths_are_relative_to_the_config(tmp_p
     assert len(cfg.load_data()) == 30
 
 
+@pytest.mark.parametrize(("finetune", "trained_cut"), [("", 40), ("[finetune]\nmax_text_tokens = 32\n", 32)])
+def test_model_max_text_tokens_also_cuts_what_finetuned_and_head_systems_train_on(tmp_path, finetune, trained_cut):
+    """[model] max_text_tokens is the document cut of every local system — prompts, fine-tuning and heads —
+    unless [finetune] (or the system) says otherwise; a curve point inherits it like a [[systems]] table."""
+    from annotune.experiments.curve import Curve
+    from annotune.experiments.compare import run_context
+
+    systems = ('[[systems]]\nname = "p"\n\n[[systems]]\nname = "f"\ntype = "finetuned"\n\n'
+               '[[systems]]\nname = "f own"\ntype = "finetuned"\nfinetune = {max_text_tokens = 24}\n\n'
+               '[[systems]]\nname = "h"\ntype = "head"\n\n'
+               '[[systems]]\nname = "h own"\ntype = "head"\nmax_text_tokens = 16\n\n'
+               '[model]\nmax_text_tokens = 40\n\n[curve]\nsizes = [6]\n\n' + finetune)
+    cfg = load_config(project(tmp_path, systems))
+    by_name = {s.name: s for s in cfg.systems}
+    assert by_name["p"].max_text_tokens == 40
+    assert by_name["f"].finetune.max_text_tokens == trained_cut and by_name["f"].max_text_tokens == trained_cut
+    assert by_name["f own"].finetune.max_text_tokens == 24 and by_name["f own"].max_text_tokens == 24
+    assert by_name["h"].max_text_tokens == 40 and by_name["h own"].max_text_tokens == 16
+    point = Curve(cfg, progress=False).point_system(6, 1, "generate", run_context(cfg, seed=1))
+    assert point.config.finetune.max_text_tokens == trained_cut
+    unset = load_config(project(tmp_path, '[[systems]]\nname = "f"\ntype = "finetuned"\n'))
+    assert unset.systems[0].finetune.max_text_tokens == 256  # nothing written: the fine-tuning default
+
+
 def test_output_written_in_the_config_is_relative_to_it(tmp_path):
     cfg_path = project(tmp_path, '[[systems]]\nname = "t"\ntype = "tfidf"\n')
     cfg_path.write_text('output = "results/here"\n' + cfg_path.read_text(), encoding="utf-8")

@@ -73,6 +73,13 @@ class Backend(ABC):
         """Predictions in the order of ``docs`` and the run's throughput statistics."""
 
 
+def cut_document(ids: list[int], max_tokens: int | None) -> tuple[list[int], bool]:
+    """A document's token ids cut to ``max_tokens`` (None or 0: whole), and whether they were cut."""
+    if max_tokens and len(ids) > max_tokens:
+        return ids[:max_tokens], True
+    return ids, False
+
+
 def softmax(logps: np.ndarray) -> np.ndarray:
     e = np.exp(logps - logps.max())
     return e / e.sum()

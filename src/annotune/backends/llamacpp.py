@@ -15,7 +15,7 @@ import os
 import time
 from pathlib import Path
 
-from annotune.backends.base import Backend, Prediction, RunStats
+from annotune.backends.base import Backend, Prediction, RunStats, cut_document
 from annotune.errors import AnnotuneError
 
 INSTALL_HINT = "pip install 'annotune[gguf]' (builds llama-cpp-python; needs a C++ compiler and cmake)"
@@ -96,10 +96,8 @@ class LlamaCppBackend(Backend):
         out: list[Prediction] = []
         bar = tqdm(total=len(docs), desc=f"{self.name} {answer}", unit="doc", disable=not progress, leave=False)
         for doc in docs:
-            doc_ids = self.tokens(doc.text)
-            if len(doc_ids) > self.max_text_tokens:
-                stats.truncated_docs += 1
-                doc_ids = doc_ids[: self.max_text_tokens]
+            doc_ids, cut = cut_document(self.tokens(doc.text), self.max_text_tokens)
+            stats.truncated_docs += cut
             prompt = prefix + doc_ids + between + question
             try:
                 res = self.llm.create_completion(prompt, max_tokens=limit, temperature=0.0, top_k=1, grammar=grammar,

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained, softmax
+from annotune.backends.base import (ANSWER_MODES, Backend, Prediction, RunStats, cut_document, decide_constrained,
+                                    softmax)
 from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.finetune.thresholds import scaled
 from annotune.tasks.parsing import answer_text, parse_answer
@@ -43,10 +44,7 @@ def _encode(tokenizer, text: str) -> list[int]:
 def document_ids(tokenizer, text: str, max_tokens: int | None) -> tuple[list[int], bool]:
     """A document's token ids as every prompt holds them, cut to ``max_tokens`` (None: whole), and whether
     it was cut."""
-    ids = _encode(tokenizer, text)
-    if max_tokens and len(ids) > max_tokens:
-        return ids[:max_tokens], True
-    return ids, False
+    return cut_document(_encode(tokenizer, text), max_tokens)
 
 
 def option_token_ids(tokenizer, options, end_of_turn: str | None = None) -> list[list[int]]:

@@ -76,7 +76,9 @@ class ModelConfig(ConfigModel):
                                                                ".gguf file or a fine-tuned run folder.")
     dtype: Dtype = Field("auto", description="auto, bf16, fp16 or fp32.")
     batch_size: int = Field(8, ge=1, description="Documents per forward pass.")
-    max_text_tokens: int = Field(512, ge=1, description="Document tokens kept in the prompt.")
+    max_text_tokens: int = Field(512, ge=1, description="Document tokens kept in the prompt; where written, also "
+                                                        "the cut of the documents that finetuned and head systems "
+                                                        "train on.")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest generated answer.")
 
 
@@ -161,8 +163,9 @@ class ExperimentConfig(ConfigModel):
         return self.bootstrap
 
     def defaults(self, seed: int | None = None) -> Defaults:
-        """What systems parsed for this config inherit: [model], [finetune] and the seed (or ``seed``)."""
-        return Defaults(model=self.model.settings(), finetune=self.finetune, seed=self.seed if seed is None else seed)
+        """What systems parsed for this config inherit: [model] and [finetune] as written, and the seed (or ``seed``)."""
+        return Defaults(model=self.model.model_dump(mode="json", exclude_unset=True), finetune=self.finetune,
+                        seed=self.seed if seed is None else seed)
 
     def finetune_config(self, overrides: dict[str, Any] | None = None, *, where: str = "finetune") -> FineTuneConfig:
         return FineTuneConfig.parse({"seed": self.seed, **self.finetune, **(overrides or {})}, file=self.source,

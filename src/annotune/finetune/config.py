@@ -38,7 +38,8 @@ class FineTuneConfig(ConfigModel):
     max_length: int = Field(512, ge=16, description="Tokens per example (prompt + answer); documents are cut "
                                                      "to max_text_tokens, never labels; a longer free-text (qa) "
                                                      "answer is cut here.")
-    max_text_tokens: int = Field(256, ge=1, description="Document tokens kept in the prompt.")
+    max_text_tokens: int = Field(256, ge=1, description="Document tokens kept in the prompt (default: "
+                                                        "[model].max_text_tokens where the config sets it, else 256).")
     warmup_ratio: float = Field(0.05, ge=0, le=1, description="Fraction of steps with a linear warm-up.")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     save_steps: int = Field(25, ge=1, description="Checkpoint every this many steps (resume point).")

@@ -35,7 +35,9 @@ class FinetunedConfig(LocalModelConfig):
         out = super().inherit(raw, defaults)
         own = out.get("finetune", {})
         if isinstance(own, dict):  # else validation names the wrong type
-            out["finetune"] = {"seed": defaults.seed, **defaults.finetune, **own}
+            # [model] max_text_tokens cuts the documents it trains on too, unless [finetune] says otherwise
+            text = {k: defaults.model[k] for k in ("max_text_tokens",) if k in defaults.model}
+            out["finetune"] = {"seed": defaults.seed, **text, **defaults.finetune, **own}
         return out
 
     @model_validator(mode="after")

@@ -32,7 +32,8 @@ class HeadConfig(SystemConfig):
                                                                  "or the last token.")
     layer: int = Field(-1, description="Hidden layer to pool (-1: the last; a middle layer of a decoder can "
                                        "classify better: Gemma 3 270M's 14 of 18 on BBC).")
-    max_text_tokens: int = Field(256, ge=8, description="Document tokens the model sees (longer texts are cut).")
+    max_text_tokens: int = Field(256, ge=8, description="Document tokens the model sees (longer texts are cut; "
+                                                         "default: [model].max_text_tokens, else 256).")
     epochs: float = Field(2.0, gt=0, description="Passes over the training documents; the best epoch on the dev "
                                                  "part is kept.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (LoRA and head).")
@@ -52,7 +53,7 @@ class HeadConfig(SystemConfig):
     run: str | None = Field(None, min_length=1, description="Run folder (default: under <output>/head/, named by a "
                                                             "fingerprint); a finished one is used as it is.")
 
-    inherited = ("model",)
+    inherited = ("model", "max_text_tokens")
 
     def resolve_paths(self, base: Path) -> None:
         self.model = resolve_model_path(self.model, base)
