@@ -623,6 +623,9 @@ def test_quick_bbc_example_is_the_full_one_on_less_text():
         s.model_copy(update={"max_text_tokens": 128}).model_dump() if hasattr(s, "max_text_tokens") else s.model_dump()
         for s in full.systems]
     assert quick.split.test_size == 100 and quick.model.max_text_tokens == 128
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    command_1 = readme.split("1. Install and run the main job", 1)[1].split("2. Install and run the tests", 1)[0]
+    assert "annotune compare examples/bbc-news-quick.toml\n" in command_1
 
 
 @pytest.mark.skipif(not FLOURISHING.exists(), reason="needs ../shared/data/flourishing")

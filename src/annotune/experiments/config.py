@@ -163,7 +163,8 @@ class ExperimentConfig(ConfigModel):
         return self.bootstrap
 
     def defaults(self, seed: int | None = None) -> Defaults:
-        """What systems parsed for this config inherit: [model] and [finetune] as written, and the seed (or ``seed``)."""
+        """What systems parsed for this config inherit: [model] and [finetune] as written, and the seed (or
+        ``seed``)."""
         return Defaults(model=self.model.model_dump(mode="json", exclude_unset=True), finetune=self.finetune,
                         seed=self.seed if seed is None else seed)
 
