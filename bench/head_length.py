@@ -1,12 +1,12 @@
 #!/usr/bin/env python
 """How much of each article should the `head` system read? SmolLM2-135M `head` on BBC News, 400 training
-articles, documents cut to each of ``--tokens`` (default 256, the default, and 512), on the same 200 held-out
+articles, documents cut to each of ``--tokens`` (default: 256, the system's default, and 512), on the same 200 held-out
 articles as `examples/bbc-news.toml`, next to TF-IDF (which reads whole articles) and MiniLM embeddings + LR
 trained on the same 400 articles.
 
     python bench/head_length.py [--tokens 256 512] [--train 400]
 
-Prints one table (macro-F1 with its 95 % interval, accuracy, training minutes, labelling docs/s, next to the
+Prints one table (macro-F1 with its 95 % interval, training minutes, labelling docs/s, next to the
 matmul roofline of annotune's dtype here measured in the same run) and writes bench/results/head_length.json.
 Runs are kept under bench/results/head_length/; a rerun reuses every finished system.
 """

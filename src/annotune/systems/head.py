@@ -33,7 +33,8 @@ class HeadConfig(SystemConfig):
     layer: int = Field(-1, description="Hidden layer to pool (-1: the last; a middle layer of a decoder can "
                                        "classify better: Gemma 3 270M's 14 of 18 on BBC).")
     max_text_tokens: int = Field(256, ge=8, description="Document tokens the model sees (longer texts are cut; "
-                                                         "default: [model].max_text_tokens, else 256).")
+                                                         "default: [model].max_text_tokens where the config sets "
+                                                         "it, else 256).")
     epochs: float = Field(2.0, gt=0, description="Passes over the training documents; the best epoch on the dev "
                                                  "part is kept.")
     learning_rate: float = Field(1e-3, gt=0, description="Peak learning rate (LoRA and head).")
