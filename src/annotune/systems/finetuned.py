@@ -36,8 +36,8 @@ class FinetunedConfig(LocalModelConfig):
         own = out.get("finetune", {})
         if isinstance(own, dict):  # else validation names the wrong type
             # [model] max_text_tokens cuts the documents it trains on too, unless [finetune] says otherwise
-            text = {k: defaults.model[k] for k in ("max_text_tokens",) if k in defaults.model}
-            out["finetune"] = {"seed": defaults.seed, **text, **defaults.finetune, **own}
+            cut = {"max_text_tokens": defaults.model["max_text_tokens"]} if "max_text_tokens" in defaults.model else {}
+            out["finetune"] = {"seed": defaults.seed, **cut, **defaults.finetune, **own}
         return out
 
     @model_validator(mode="after")
