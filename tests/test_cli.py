@@ -423,6 +423,26 @@ def test_help_shows_every_bracketed_config_name():
     assert checked >= 4
 
 
+def test_command_list_wraps_each_summary_to_the_terminal_not_to_the_source_lines():
+    """`annotune --help` lists every command with its docstring's first paragraph; a line break of the source
+    must not cut a summary mid-sentence (at 200 columns a summary of up to 180 characters fits on one line)."""
+    import inspect
+
+    import typer.main
+
+    shown = CliRunner().invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    lines = [line.strip(" │") for line in shown.splitlines()]
+    checked = 0
+    for name, command in typer.main.get_command(app).commands.items():
+        summary = " ".join(inspect.getdoc(command.callback).split("\n\n")[0].split())
+        if len(summary) > 180:  # wraps at 200 columns anyway
+            continue
+        row = next(line for line in lines if line.startswith(name + " "))
+        assert " ".join(row.split()) == f"{name} {summary}", row
+        checked += 1
+    assert checked >= 12
+
+
 @pytest.mark.parametrize("given, expected", [({}, "PASSIVE"), ({"OMP_WAIT_POLICY": "ACTIVE"}, "ACTIVE"),
                                              ({"GOMP_SPINCOUNT": "300000"}, None)])
 def test_openmp_threads_sleep_when_idle_unless_the_user_chose(given, expected):

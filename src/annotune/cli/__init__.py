@@ -4,6 +4,8 @@
 
 from annotune.cli import (  # noqa: F401 - registers
     check, compare, curve, export_run, finetune, judge, labelling, plan, report, review, schema, serve)
-from annotune.cli.app import app
+from annotune.cli.app import app, reflow_command_help
+
+reflow_command_help(app)
 
 __all__ = ["app"]

@@ -7,6 +7,7 @@ traceback; Ctrl-C says what was kept.
 from __future__ import annotations
 
 import functools
+import inspect
 import sys
 
 import typer
@@ -26,6 +27,15 @@ app = typer.Typer(
 console = Console(width=None if sys.stdout.isatty() else 200)
 # soft_wrap: an error stays one line (grep-able, copy-pasteable) whatever the terminal width
 err_console = Console(stderr=True, soft_wrap=True)
+
+
+def reflow_command_help(typer_app: typer.Typer) -> None:
+    """Join each paragraph of every command's docstring into one line: Typer's command list keeps the source's
+    line breaks (a summary broken mid-sentence), while each command's own --help reflows them anyway."""
+    for info in typer_app.registered_commands:
+        if info.help is None and info.callback is not None and info.callback.__doc__:
+            paragraphs = inspect.getdoc(info.callback).split("\n\n")
+            info.help = "\n\n".join(" ".join(p.split()) for p in paragraphs)
 
 
 def log(msg: str) -> None:
