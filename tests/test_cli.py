@@ -233,6 +233,20 @@ def test_unknown_label_names_row_and_value(project, command):
     assert "aliases" in line
 
 
+def test_unknown_label_message_suggests_an_alias_that_works_pasted_into_data(project):
+    """The suggested `aliases = {...}` is TOML: pasted into [data] with a label filled in, the file loads."""
+    import re
+
+    records = rows()
+    records[16]["label"] = "football"
+    write_csv(project / "data.csv", records)
+    line = assert_user_error(run_cli("check", "config.toml"), "unknown label 'football'")
+    suggestion = re.search(r"aliases = \{.*?\}", line).group(0).replace("<label>", "sport")
+    cfg = write_config(project, data=f'path = "data.csv"\n{suggestion}')
+    result = run_cli("check", cfg)
+    assert result.exit_code == 0, result.output
+
+
 def test_label_alias_from_codebook_is_accepted(project):
     records = rows()
     records[16]["label"] = "Sports"

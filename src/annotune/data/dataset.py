@@ -135,7 +135,7 @@ class Dataset:
                 label_field or codebook.label_field,
                 fname,
                 "label_field",
-                hint="pass labelled=False to load an unlabelled pool",
+                hint="an unlabelled pool is read with labelled = false in [data], labelled=False in Python",
             )
         if id_field is not None:
             id_col: str | None = find_column(columns, id_field, fname, "id_field")
@@ -153,7 +153,7 @@ class Dataset:
             text = text_value(rec.get(text_col), fname, row, text_col)
             if not text:
                 if empty == "error":
-                    raise DataError("empty text (use empty='drop' to skip such rows)", file=fname, row=row, field=text_col)
+                    raise DataError("empty text (empty = 'drop' in [data], empty='drop' in Python, skips such rows)", file=fname, row=row, field=text_col)
                 dropped += 1
                 continue
             if id_col is not None:

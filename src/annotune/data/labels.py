@@ -9,6 +9,7 @@ helpers, the user's aliases and the error context (file, row, field).
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -68,7 +69,8 @@ class Cells:
         if canon is None:
             raise self.fail(
                 f"unknown {what} {s!r}; expected one of {list_names(cb.label_names)} "
-                f"(map other spellings with aliases, e.g. aliases = {{{s!r}: '<label>'}})"
+                f"(map other spellings in [data]: aliases = {{{json.dumps(s)} = \"<label>\"}}, or list them in the "
+                f"label's own aliases)"
             )
         return canon
 
@@ -104,7 +106,8 @@ def parse_label(
     cells = Cells(codebook, aliases or {}, file=file, row=row, field=field)
     if is_missing(raw):
         raise cells.fail(
-            "empty label (every row of a labelled dataset needs one; pass labelled=False for an unlabelled pool"
+            "empty label (every row of a labelled dataset needs one; an unlabelled pool is read with labelled = false "
+            "in [data], labelled=False in Python"
             + codebook.task.empty_label_hint + ")"
         )
     return codebook.task.read_label(raw, cells)
