@@ -114,6 +114,23 @@ def test_jsonl_int_ids_and_blank_lines(tmp_path):
     assert len(Dataset.load(ndjson, single_cb())) == 3
 
 
+def test_jsonl_texts_may_hold_unicode_line_separators(tmp_path):
+    """U+2028/U+2029/U+0085 are legal raw inside JSON strings (json.dumps(ensure_ascii=False) writes them so):
+    they are part of a text, not the end of a record. Windows line ends work too."""
+    texts = ["First line\u2028second line", "para\u2029graph", "next\u0085line"]
+    p = tmp_path / "a.jsonl"
+    recs = [{"id": i, "text": t, "label": "tech"} for i, t in enumerate(texts)]
+    p.write_text("\r\n".join(json.dumps(r, ensure_ascii=False) for r in recs) + "\r\n", encoding="utf-8")
+    ds = Dataset.load(p, single_cb())
+    assert ds.texts == texts and ds.ids == ["0", "1", "2"]
+
+
+def test_csv_with_a_trailing_delimiter_on_every_row_keeps_its_columns(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("id,text,label\n" + "".join(f"{r[0]},{r[1]},{r[2]},\n" for r in ROWS[1:]), encoding="utf-8")
+    check_basic(Dataset.load(p, single_cb()))
+
+
 def test_json_list(tmp_path):
     p = tmp_path / "a.json"
     p.write_text(json.dumps([dict(zip(ROWS[0], r)) for r in ROWS[1:]]), encoding="utf-8")
@@ -556,3 +573,10 @@ def test_data_modules_import_no_private_names_and_no_cycles():
 
     for mod in graph:
         visit(mod, ())
+
+
+def test_csv_with_one_field_too_many_on_every_row_is_refused_naming_a_row(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("id,text,label\n1,Shares fell, again,business\n2,Goal,sport\n", encoding="utf-8")
+    msg = err(Dataset.load, p, single_cb())
+    assert "row 1 has one field more" in msg and "'business'" in msg and "quote" in msg

@@ -15,6 +15,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -171,6 +172,17 @@ def _read_delimited(path: Path, sep: str) -> tuple[list[tuple[int, dict[str, Any
     if sep == "," and frame.shape[1] == 1 and ";" in str(frame.columns[0]):
         frame = parse(";")  # semicolon-separated "CSV" from European Excel locales
     columns = [str(c) for c in frame.columns]
+    if not isinstance(frame.index, pd.RangeIndex):
+        # the first rows have one field more than the header: pandas took the first field as the row index and shifted
+        # the rest one column left. A trailing delimiter (an empty last field) is harmless; anything else is not.
+        last = frame.iloc[:, -1]
+        if (last != "").any():
+            row = int((last != "").to_numpy().argmax()) + 1
+            raise DataError(f"row {row} has one field more than the {len(columns)} column names of the header (it "
+                            f"ends with {last.iloc[row - 1]!r}); quote texts that contain the delimiter",
+                            file=str(path), row=row)
+        frame = frame.reset_index()
+        frame = frame.iloc[:, :-1]
     frame.columns = columns
     return [(i, rec) for i, rec in enumerate(frame.to_dict("records"), start=1)], columns
 
@@ -193,7 +205,9 @@ def _read_jsonl(path: Path) -> tuple[list[tuple[int, dict[str, Any]]], list[str]
     text = _decode(path)
 
     def rows() -> Iterator[tuple[int, Any]]:  # lazily, so that errors come in line order
-        for lineno, line in enumerate(text.splitlines(), start=1):
+        # only \n, \r\n or \r end a record: str.splitlines() also splits at U+2028, U+2029 and U+0085, which
+        # json.dumps(ensure_ascii=False) writes raw inside strings
+        for lineno, line in enumerate(re.split(r"\r\n?|\n", text), start=1):
             if not line.strip():
                 continue
             try:
@@ -266,5 +280,16 @@ def _read_excel(path: Path, sheet: str | int | None) -> tuple[list[tuple[int, di
         except Exception as exc:
             raise DataError(f"cannot read sheet {chosen!r}: {' '.join(str(exc).split())}", file=str(path), field="sheet") from None
     columns = [str(c) for c in frame.columns]
+    if not isinstance(frame.index, pd.RangeIndex):
+        # the first rows have one field more than the header: pandas took the first field as the row index and shifted
+        # the rest one column left. A trailing delimiter (an empty last field) is harmless; anything else is not.
+        last = frame.iloc[:, -1]
+        if (last != "").any():
+            row = int((last != "").to_numpy().argmax()) + 1
+            raise DataError(f"row {row} has one field more than the {len(columns)} column names of the header (it "
+                            f"ends with {last.iloc[row - 1]!r}); quote texts that contain the delimiter",
+                            file=str(path), row=row)
+        frame = frame.reset_index()
+        frame = frame.iloc[:, :-1]
     frame.columns = columns
     return [(i, rec) for i, rec in enumerate(frame.to_dict("records"), start=1)], columns
