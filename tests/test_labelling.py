@@ -142,6 +142,24 @@ def test_import_documents_with_labels_is_idempotent_and_names_bad_rows(tmp_path)
     assert "bad.jsonl" in str(err.value) and "row 2" in err.value.format() and "label" in err.value.format()
 
 
+def test_a_second_file_whose_ids_name_other_texts_is_refused_and_changes_nothing(tmp_path):
+    """Two files without an id column are both numbered 1, 2, … by row: the second one's labels must not land
+    on the first one's texts."""
+    project = single_project(tmp_path)
+    first, second = tmp_path / "batch1.csv", tmp_path / "batch2.csv"
+    pd.DataFrame([{k: v for k, v in r.items() if k != "id"} for r in topic_rows(6)]).to_csv(first, index=False)
+    pd.DataFrame([{k: v for k, v in r.items() if k != "id"} for r in topic_rows(6, start=1)]).to_csv(second,
+                                                                                                 index=False)
+    assert project.import_file(first)["documents"] == 6
+    before = project.store.final_labels()
+    with pytest.raises(DataError) as err:
+        project.import_file(second)
+    message = err.value.format()
+    assert "batch2.csv" in message and "field 'id'" in message and "'1'" in message and "batch1.csv" in message
+    assert project.store.final_labels() == before and len(project.store.document_ids()) == 6
+    assert project.import_file(first)["documents"] == 0  # the same file again is still no change
+
+
 def test_import_reviews_long_table(tmp_path):
     project = single_project(tmp_path)
     project.import_file(write_jsonl(tmp_path / "d.jsonl", topic_rows(3, labelled=False)))

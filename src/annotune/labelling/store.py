@@ -15,6 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from annotune.codebook import Codebook
+from annotune.errors import DataError
 import annotune.labelling.schema as S
 from annotune.labelling.resolve import HUMAN, Resolved, resolve_reviews
 
@@ -122,13 +123,24 @@ class LabelStore:
     # ------------------------------------------------------------------ documents
     def add_documents(self, rows: list[dict], *, source: str, run_id: int | None = None) -> int:
         """Insert documents (``id``, ``text``, optional ``meta``) not already in the store; returns how many
-        were new. A document already there keeps its text (ids are the identity)."""
+        were new. Ids are the identity: a document already there with the same text is skipped; one with
+        another text is a `DataError` (nothing is inserted) — the labels of this file would otherwise attach
+        to another file's texts."""
         added = 0
         now = time.time()
         with self.engine.begin() as conn:
             for part in chunked(rows):
                 ids = [r["id"] for r in part]
-                have = set(conn.execute(sa.select(S.documents.c.id).where(S.documents.c.id.in_(ids))).scalars())
+                have = {i: (text, src) for i, text, src in conn.execute(
+                    sa.select(S.documents.c.id, S.documents.c.text, S.documents.c.source)
+                    .where(S.documents.c.id.in_(ids)))}
+                clash = next((r for r in part if r["id"] in have and have[r["id"]][0] != r["text"]), None)
+                if clash is not None:
+                    raise DataError(
+                        f"document {clash['id']!r} is already in the project with another text (from "
+                        f"{have[clash['id']][1]}); nothing was imported. Ids identify documents: give each "
+                        "file ids of its own (a file without an id column is numbered 1, 2, … by row)",
+                        file=source, field="id")
                 new = [{"id": r["id"], "text": r["text"], "meta": dumps(r.get("meta")), "source": source,
                         "run_id": run_id, "added_at": now} for r in part if r["id"] not in have]
                 if new:
