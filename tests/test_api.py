@@ -415,6 +415,26 @@ def test_key_pasted_into_api_key_env_is_refused_without_echo(tmp_path, server):
     assert pasted not in result.stderr
 
 
+@pytest.mark.parametrize("url", ["https://bob:s3cr3t-v4lue@proxy.example.invalid/v1",
+                                 "https://proxy.example.invalid/v1?api_key=s3cr3t-v4lue",
+                                 "https://fn.example.invalid/api?code=s3cr3t-v4lue"])
+def test_credentials_in_base_url_are_refused_without_echo(tmp_path, url):
+    """A base_url is written to results.json, systems/*.json, the report and the label store: one holding a
+    password or a key in its query is refused (system, judge and Python API alike), naming no value."""
+    from annotune.errors import ConfigError
+    from annotune.judging.config import JudgeConfig
+
+    result = invoke("check", write_project(tmp_path, api_system("api", url)), ok=False)
+    assert result.exit_code == 2 and "base_url" in result.stderr and "api_key_env" in result.stderr
+    assert "s3cr3t" not in result.stderr
+    with pytest.raises(ValueError, match="base_url must not hold"):
+        JudgeConfig(backend="api", base_url=url, model="m")
+    with pytest.raises(ConfigError, match="base_url must not hold") as err:
+        ApiBackend(url, "m")
+    assert "s3cr3t" not in err.value.format()
+    assert ApiBackend("https://x.example.invalid/openai/v1?api-version=2024-06-01", "m").model == "m"
+
+
 @pytest.mark.parametrize("opts, field", [({"concurrency": 0}, "concurrency"), ({"structured": "yes"}, "structured"),
                                          ({"price": "{input = 1}"}, "price"), ({"answer": "vote"}, "answer"),
                                          ({"budget_usd": 5}, "price"), ({"timeout": 0}, "timeout")])

@@ -380,6 +380,10 @@ def test_cli_workflow(tmp_path):
     assert runner.invoke(app, ["init", str(folder), "--codebook", str(codebook)]).exit_code == 0
     again = runner.invoke(app, ["init", str(folder), "--codebook", str(codebook)])
     assert again.exit_code == 2 and "already holds" in again.output
+    with_password = runner.invoke(app, ["init", str(tmp_path / "pg"), "--codebook", str(codebook), "--store",
+                                        "postgresql://ann:s3cr3t-pw@127.0.0.1:1/labels"])
+    assert with_password.exit_code == 2 and "PGPASSWORD" in with_password.output
+    assert "s3cr3t" not in with_password.output and not (tmp_path / "pg" / "annotune-project.toml").exists()
     cfg = folder / "annotune-project.toml"
     cfg.write_text(cfg.read_text().split("[[systems]]")[0] + TFIDF, encoding="utf-8")
     docs = write_jsonl(tmp_path / "d.jsonl", topic_rows(12))

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from annotune.backends.api.cache import credentials_in
 from annotune.config import ConfigModel, Dtype
 from annotune.judging.rubric import Rubric
 
@@ -36,6 +37,13 @@ class JudgeConfig(ConfigModel):
     device: str | None = Field(None, description="Local judge: cpu, cuda, … (default: the best available).")
     cache: str | None = Field(None, description="API judge: a response cache file (reruns cost nothing).")
     timeout: float = Field(default=60.0, gt=0, description="API judge: seconds per request.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str | None) -> str | None:
+        if value is not None and (secret := credentials_in(value)) is not None:
+            raise ValueError(f"{secret}: keep the key in an environment variable named by api_key_env")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> JudgeConfig:

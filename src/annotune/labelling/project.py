@@ -151,6 +151,16 @@ def write_project(folder: Path, codebook: Codebook, *, store: str | None = None,
     path = folder / PROJECT_FILE
     if path.exists():
         raise ConfigError("this folder already holds an annotune project", file=path)
+    if store and "://" in store:
+        import sqlalchemy as sa
+
+        try:
+            has_password = sa.engine.make_url(store).password is not None
+        except sa.exc.ArgumentError:
+            has_password = False  # store_url names what is wrong with it when the store opens
+        if has_password:
+            raise ConfigError("the store URL holds a password, which would be written to the project file: give "
+                              "postgresql://user@host/db and set PGPASSWORD (or ~/.pgpass)", field="store")
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "codebook.yaml").write_text(yaml.safe_dump(codebook.to_dict(), allow_unicode=True, sort_keys=False),
                                           encoding="utf-8")

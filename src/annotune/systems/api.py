@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from annotune.backends.api.cache import endpoint_id
+from annotune.backends.api.cache import credentials_in, endpoint_id
 from annotune.backends.api.client import ApiBackend, retry_summary
 from annotune.backends.api.pricing import Price, resolve_price
 from annotune.config import Answer, resolve_path
@@ -20,7 +20,8 @@ from annotune.tasks.prompts import PromptBuilder, few_shot_builder
 
 class ApiConfig(SystemConfig):
     type: Literal["api"] = "api"
-    base_url: str = Field(pattern=r"^https?://", description="Endpoint, e.g. https://api.openai.com/v1.")
+    base_url: str = Field(pattern=r"^https?://", description="Endpoint, e.g. https://api.openai.com/v1 (never a "
+                          "key or password in it: api_key_env names the key).")
     model: str = Field(min_length=1, description="Model id the endpoint knows.")
     api_key_env: str | None = Field(None, description="NAME of the environment variable holding the API key "
                                                       "(never the key itself).")
@@ -43,6 +44,13 @@ class ApiConfig(SystemConfig):
                                                                           "USD per 1M tokens, or a price file.")
     cache: str | None = Field(None, min_length=1, description="Response cache (default: <output>/api-cache.sqlite).")
     tokenizer: str | None = Field(None, min_length=1, description="HF tokenizer for exact token counts in `plan`.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _no_credentials(cls, value: str) -> str:
+        if (secret := credentials_in(value)) is not None:
+            raise ValueError(f"{secret}: keep the key in an environment variable named by api_key_env")
+        return value
 
     @field_validator("api_key_env")
     @classmethod

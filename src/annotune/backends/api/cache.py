@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sqlite3
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -33,6 +34,21 @@ CREATE TABLE IF NOT EXISTS responses (
     created TEXT NOT NULL
 )
 """
+
+
+_SECRET_PARAM = re.compile(r"key|token|secret|password|passwd|sig|auth|^code$", re.IGNORECASE)
+
+
+def credentials_in(base_url: str) -> str | None:
+    """Why ``base_url`` would carry a secret into configs, manifests and reports (``user:password@`` or a query
+    parameter such as ``?api_key=``), naming no value; None when it carries none."""
+    parts = urlsplit(base_url.strip())
+    if parts.username or parts.password:
+        return "base_url must not hold credentials (user:password@)"
+    named = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_PARAM.search(name)]
+    if named:
+        return f"base_url must not hold a secret in its query ({', '.join(sorted(set(named)))}=…)"
+    return None
 
 
 def endpoint_id(base_url: str) -> str:

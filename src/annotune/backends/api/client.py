@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from annotune.backends.api.cache import ResponseCache, endpoint_id
+from annotune.backends.api.cache import ResponseCache, credentials_in, endpoint_id
 from annotune.backends.api.logprobs import option_probs, question_probs
 from annotune.backends.api.pricing import Price
 from annotune.backends.api.requests import ApiRequest, build_requests, estimate_prompt_tokens, estimate_tokens
@@ -54,6 +54,9 @@ class ApiBackend(Backend):
                  timeout: float = 60.0, backoff: float = 1.0, max_backoff: float = 60.0,
                  max_tokens: int | None = None, top_logprobs: int = 20, cache: str | Path | ResponseCache | None = None,
                  budget_tokenizer=None, log: Callable[[str], None] | None = None):
+        if (secret := credentials_in(base_url)) is not None:
+            raise ConfigError(f"{secret}: keep the key in an environment variable named by api_key_env",
+                              field="base_url")
         if api_key_env is not None and not _ENV_NAME.match(api_key_env):
             raise ConfigError("api_key_env must be the NAME of the environment variable that holds the API key "
                               "(e.g. OPENAI_API_KEY), not the key itself", field="api_key_env")
