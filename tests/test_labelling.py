@@ -171,7 +171,8 @@ def test_import_reviews_long_table(tmp_path):
     finals = project.store.final_labels()
     assert json.loads(finals["d0"]["label"]) == "sport" and finals["d0"]["provenance"] == "human-verified"
     assert finals["d2"]["provenance"] == "conflict" and finals["d2"]["label"] is None  # two different accepts
-    assert "d1" not in finals and [q["doc_id"] for q in project.store.queued()] == ["d1", "d2"]
+    assert "d1" not in finals and [(q["doc_id"], q["reason"]) for q in project.store.queued()] == [
+        ("d2", "reviewers disagree"), ("d1", "imported proposal, not reviewed")]
     bad = tmp_path / "bad.csv"
     bad.write_text("id,system,label,decision\nd0,gpt,sport,maybe\n", encoding="utf-8")
     with pytest.raises(DataError, match="neither accept"):
@@ -223,6 +224,45 @@ def test_two_reviewers_get_different_documents(tmp_path):
     first, second = store.next_for("ann"), store.next_for("bob")
     assert first["doc_id"] != second["doc_id"]
     assert store.next_for("ann")["doc_id"] == first["doc_id"]  # the lease holds across page loads
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_conflicts_go_to_another_reviewer_who_settles_them(tmp_path, backend):
+    """Two reviewers who disagree leave a conflict on the queue — whether it came from an imported table or
+    from the review page — which neither of them is shown again; a third reviewer's decision settles it (more
+    than half of the reviewers), and it leaves the queue."""
+    project = single_project(tmp_path, store=store_for(backend))
+    store = project.store
+    project.import_file(write_jsonl(tmp_path / "d.jsonl", topic_rows(3, labelled=False)))
+    table = tmp_path / "reviews.csv"
+    table.write_text("id,system,label,reviewer,decision\nd2,gpt,sport,ann,Y\nd2,llama,tech,bob,Y\n"
+                     "d1,gpt,tech,ann,\nd1,llama,sport,bob,\n", encoding="utf-8")
+    project.import_file(table, kind="reviews")
+    assert store.final_labels()["d2"]["provenance"] == "conflict"
+    assert store.next_for("ann")["doc_id"] == "d1"
+    assert store.next_for("bob") is None  # d1 is leased to ann, d2 is his own conflict
+    proposals = {(p["doc_id"], p["system"]): p["id"] for d in ("d1", "d2") for p in store.proposals_of(d)}
+    assert store.next_for("carol")["doc_id"] == "d2"
+    store.add_reviews([{"doc_id": "d2", "proposal_id": proposals[("d2", "gpt")], "decision": "accept",
+                        "reviewer": "carol"}], source="web")
+    final = store.final_labels()["d2"]
+    assert (json.loads(final["label"]), final["provenance"]) == ("sport", "human-verified")
+    assert "d2" not in [q["doc_id"] for q in store.queued()]
+
+    # on the page: ann accepts tech for d1, bob then corrects it to sport
+    assert store.next_for("ann")["doc_id"] == "d1"
+    store.add_reviews([{"doc_id": "d1", "proposal_id": proposals[("d1", "gpt")], "decision": "accept",
+                        "reviewer": "ann"}], source="web")
+    assert "d1" not in [q["doc_id"] for q in store.queued()]
+    store.add_reviews([{"doc_id": "d1", "decision": "correct", "label": "sport", "reviewer": "bob"}], source="web")
+    assert store.final_labels()["d1"]["provenance"] == "conflict"
+    assert "d1" in [q["doc_id"] for q in store.queued()]
+    assert store.next_for("ann") is None and store.next_for("bob") is None
+    assert store.next_for("dan")["doc_id"] == "d1"
+    store.add_reviews([{"doc_id": "d1", "decision": "correct", "label": "business", "reviewer": "dan"}],
+                      source="web")
+    assert store.final_labels()["d1"]["provenance"] == "conflict"  # three different labels: no majority
+    assert store.next_for("erin")["doc_id"] == "d1"
 
 
 # ---------------------------------------------------------------------- propose, label, route
@@ -318,20 +358,26 @@ def test_export_formats_and_status(tmp_path):
     assert (pair["a"], pair["b"], pair["docs"]) == ("human labels", "tfidf", 2)
 
 
+def store_for(backend: str) -> str | None:
+    """The store URL of ``backend``: None (SQLite in the project) or the test PostgreSQL server, emptied."""
+    if backend == "sqlite":
+        return None
+    if not PG_URL:
+        if os.environ.get("CI"):
+            pytest.fail("ANNOTUNE_TEST_POSTGRES is not set: .ci/run starts a PostgreSQL server")
+        pytest.skip("needs a PostgreSQL server: ANNOTUNE_TEST_POSTGRES=$(.ci/postgres.sh start DIR)")
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
+    with engine.begin() as conn:  # a clean schema for this test
+        conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+    engine.dispose()
+    return PG_URL
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_store_backends_run_the_same_workflow(tmp_path, backend):
-    if backend == "postgresql":
-        if not PG_URL:
-            if os.environ.get("CI"):
-                pytest.fail("ANNOTUNE_TEST_POSTGRES is not set: .ci/run starts a PostgreSQL server")
-            pytest.skip("needs a PostgreSQL server: ANNOTUNE_TEST_POSTGRES=$(.ci/postgres.sh start DIR)")
-        import sqlalchemy as sa
-
-        engine = sa.create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://"))
-        with engine.begin() as conn:  # a clean schema for this test
-            conn.execute(sa.text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-        engine.dispose()
-    store = PG_URL if backend == "postgresql" else None
+    store = store_for(backend)
     project = single_project(tmp_path, store=store, systems=TFIDF)
     assert project.store.display_url.startswith("postgresql" if store else "sqlite")
     project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(15)))

@@ -5,8 +5,9 @@ The rules, in order (undone reviews do not count):
 1. Decisions about the whole document — accepting a proposal (its label, ``human-verified``), correcting (the
    reviewer's label, ``human-corrected``; ``human-labelled`` when it came from an imported labelled file), or
    rejecting every proposal (``human-verified`` empty label for kinds where "nothing" is a label — multi-label,
-   dimensions — else no label: ``human-rejected``): each reviewer's latest one counts; reviewers who reach
-   different labels leave a ``conflict`` (nobody's review overwrites another's).
+   dimensions — else no label: ``human-rejected``): each reviewer's latest one counts; a label more than half
+   of these reviewers reached wins (a third reviewer settles two who disagree), otherwise the document is a
+   ``conflict`` (nobody's review overwrites another's) and goes back on the review queue for another reviewer.
 2. Otherwise, item reviews (the seed paper's workflow: each proposed dimension accepted or rejected) — an
    item accepted by any reviewer counts as accepted; the accepted items make the label through the task
    kind (`TaskKind.merge_items`: dimensions keep the highest accepted intensity). Reviewers who accepted
@@ -17,6 +18,7 @@ The rules, in order (undone reviews do not count):
 from __future__ import annotations
 
 import json
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,10 +51,12 @@ def resolve_reviews(codebook: Codebook, reviews: list[dict], proposals: dict[int
         for r in whole:
             latest[r["reviewer"]] = r
         outcomes = [_whole(task, r, proposals) for r in latest.values()]
-        labels = {json.dumps(o.label, sort_keys=True) for o in outcomes}
-        if len(labels) > 1:
+        votes = Counter(json.dumps(o.label, sort_keys=True) for o in outcomes)
+        label, count = votes.most_common(1)[0]
+        if 2 * count <= len(outcomes):
             return Resolved(None, "conflict", whole[-1]["reviewer"])
-        return max(outcomes, key=lambda o: o.provenance == "human-corrected")  # corrected wins the provenance
+        winners = [o for o in outcomes if json.dumps(o.label, sort_keys=True) == label]
+        return max(winners, key=lambda o: o.provenance == "human-corrected")  # corrected wins the provenance
     accepted: dict[str, list[str]] = {}
     for r in active:
         if r["decision"] != "accept" or r["proposal_id"] not in proposals:

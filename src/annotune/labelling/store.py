@@ -240,6 +240,11 @@ class LabelStore:
                     conn.execute(S.reviews.insert(), new)
                     added += len(new)
                     touched |= {r["doc_id"] for r in new}
+                    for reviewer, docs in group_by_reviewer(new).items():  # a decided document's lease ends
+                        for ids in chunked(docs):
+                            conn.execute(S.queue.update().where(S.queue.c.doc_id.in_(ids),
+                                                                S.queue.c.leased_by == reviewer)
+                                         .values(leased_by=None, leased_until=None))
             self._resolve(conn, sorted(touched))  # once per document, after all its new reviews
         return added
 
@@ -287,6 +292,9 @@ class LabelStore:
                         conn.execute(S.queue.delete().where(S.queue.c.doc_id == doc_id))
             if rows:
                 upsert_labels(conn, rows)
+            conflicts = [(r["doc_id"], "reviewers disagree", 0.0) for r in rows if r["provenance"] == "conflict"]
+            if conflicts:  # reviewers disagree: back on the queue, for a reviewer who has not decided it yet
+                self._enqueue(conn, conflicts, None)
 
     def _latest_model_labels(self, conn, doc_ids: list[str]) -> dict[str, Resolved]:
         query = (sa.select(S.proposals).join(S.runs, S.runs.c.id == S.proposals.c.run_id)
@@ -343,12 +351,16 @@ class LabelStore:
         """The next queued document for ``reviewer``: the one leased to them, else the first one nobody holds
         (leased to them now, so another reviewer gets a different one)."""
         now = time.time()
+        # a document this reviewer has decided (a conflict waiting for someone else) is not theirs to decide again
+        undecided = ~sa.exists().where(S.reviews.c.doc_id == S.queue.c.doc_id, S.reviews.c.reviewer == reviewer,
+                                       S.reviews.c.undone_at.is_(None))
         with self.engine.begin() as conn:
             mine = conn.execute(sa.select(S.queue).where(S.queue.c.leased_by == reviewer,
-                                                         S.queue.c.leased_until > now)
+                                                         S.queue.c.leased_until > now, undecided)
                                 .order_by(S.queue.c.priority, S.queue.c.added_at, S.queue.c.doc_id).limit(1)).first()
             row = mine or conn.execute(sa.select(S.queue).where(
-                sa.or_(S.queue.c.leased_until.is_(None), S.queue.c.leased_until <= now, S.queue.c.leased_by == reviewer))
+                sa.or_(S.queue.c.leased_until.is_(None), S.queue.c.leased_until <= now, S.queue.c.leased_by == reviewer),
+                undecided)
                 .order_by(S.queue.c.priority, S.queue.c.added_at, S.queue.c.doc_id).limit(1).with_for_update()).first()
             if row is None:
                 return None
@@ -364,6 +376,14 @@ class LabelStore:
         with self.engine.connect() as conn:
             return [dict(r._mapping) for r in conn.execute(
                 sa.select(S.queue).order_by(S.queue.c.priority, S.queue.c.added_at, S.queue.c.doc_id))]
+
+
+def group_by_reviewer(reviews: list[dict]) -> dict[str, list[str]]:
+    """{reviewer: the documents of their ``reviews``}."""
+    out: dict[str, list[str]] = {}
+    for r in reviews:
+        out.setdefault(r["reviewer"], []).append(r["doc_id"])
+    return out
 
 
 __all__ = ["LabelStore", "LEASE_SECONDS"]
