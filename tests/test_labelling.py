@@ -375,6 +375,23 @@ def store_for(backend: str) -> str | None:
     return PG_URL
 
 
+def test_labelling_again_with_an_earlier_system_makes_its_labels_final_again(tmp_path):
+    two = TFIDF + '\n[[systems]]\nname = "tfidf b"\ntype = "tfidf"\n'
+    project = single_project(tmp_path, systems=two)
+    project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(30)))
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(6, labelled=False, start=30)))
+
+    def final_systems():
+        return {r["system"] for r in project.store.final_labels().values() if r["provenance"] == "model"}
+
+    assert project.label("tfidf")["labelled"] == 36 and final_systems() == {"tfidf"}
+    assert project.label("tfidf b")["labelled"] == 36 and final_systems() == {"tfidf b"}
+    again = project.label("tfidf")
+    assert again["labelled"] == 36 and not again["resumed"] and final_systems() == {"tfidf"}
+    last = project.label("tfidf")  # the newest run is this system's: nothing left to do
+    assert last["labelled"] == 0 and last["resumed"] and last["run"] == again["run"]
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
 def test_store_backends_run_the_same_workflow(tmp_path, backend):
     store = store_for(backend)

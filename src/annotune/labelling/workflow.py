@@ -189,8 +189,12 @@ class Project:
             raise ConfigError(f"unknown engine {engine!r} (local or ray)", field="engine")
         target, identity, train, holdout = self._system(system)
         key = self._run_key(target, identity, train)
+        # the newest label run gives the final model labels: continue it only if it is this system's (an older
+        # run of this system, from before another system labelled the corpus, would leave the other's labels)
+        runs = self.store.runs("label")
+        latest = (runs[-1]["system"], runs[-1]["fingerprint"]) if runs else None
         run_id, resumed = self.store.start_run(
-            "label", system=target.name, fingerprint=key, resume=True,
+            "label", system=target.name, fingerprint=key, resume=latest == (target.name, key),
             settings={"spec": target.config.settings(), "train_docs": len(train),
                       "holdout": [d.id for d in holdout.docs] if holdout else []})
         if hasattr(target, "train") and target.trains:
