@@ -375,6 +375,20 @@ def store_for(backend: str) -> str | None:
     return PG_URL
 
 
+def test_status_agreement_counts_invalid_answers(tmp_path):
+    """A proposer that answered INVALID on half the documents agrees with the humans on half of them — not on
+    all of the valid half only."""
+    project = single_project(tmp_path)
+    rows = topic_rows(6)
+    project.import_file(write_jsonl(tmp_path / "d.jsonl", rows))
+    store = project.store
+    run_id, _ = store.start_run("propose", system="flaky", fingerprint="f")
+    store.add_proposals([{"doc_id": r["id"], "system": "flaky", "label": r["label"] if i % 2 else None,
+                          "probability": None} for i, r in enumerate(rows)], run_id=run_id)
+    pair = next(p for p in project.status()["agreement"] if "flaky" in (p["a"], p["b"]))
+    assert pair["docs"] == 6 and pair["agreement"] == pytest.approx(0.5)
+
+
 def test_labelling_again_with_an_earlier_system_makes_its_labels_final_again(tmp_path):
     two = TFIDF + '\n[[systems]]\nname = "tfidf b"\ntype = "tfidf"\n'
     project = single_project(tmp_path, systems=two)

@@ -5,7 +5,8 @@ take, each proposer's acceptance rate, and agreement (Cohen's κ from scikit-lea
 A labeller trained on the human labels (a `label` run) is compared with them on its held-out documents only.
 Agreement is computed on cells: one per document for single-label tasks, one per (document, label) or
 (document, dimension) otherwise, "absent" included — so two proposers that both leave most dimensions out
-agree on those cells, as the seed paper's accD does; κ corrects for that chance agreement.
+agree on those cells, as the seed paper's accD does; κ corrects for that chance agreement. An INVALID
+answer counts, as its own category (never left out, which would flatter a system that often fails).
 """
 
 from __future__ import annotations
@@ -21,13 +22,17 @@ from annotune.labelling.resolve import HUMAN, PROVENANCES
 from annotune.labelling.store import LabelStore
 
 HUMANS = "human labels"
+INVALID = "INVALID"
 MAX_GAP = 600.0  # seconds between two reviews above which the reviewer is taken to have paused
 
 
-def cells(store: LabelStore, label_json: str) -> list[str]:
+def cells(store: LabelStore, label_json: str | None) -> list[str]:
+    """The label's agreement cells; an INVALID answer (None) is INVALID in every cell, its own category."""
     task, cb = store.codebook.task, store.codebook
-    items = task.label_items(task.label_from_json(json.loads(label_json)))
     keys = [""] if cb.kind == "single" else cb.label_names
+    if label_json is None:
+        return [INVALID] * len(keys)
+    items = task.label_items(task.label_from_json(json.loads(label_json)))
     return [items.get(k, "absent") for k in keys]
 
 
@@ -54,9 +59,8 @@ def status(store: LabelStore) -> dict:
     proposal_runs = [r["id"] for r in runs if r["kind"] in ("propose", "import", "label")]
     proposals = store.run_proposals(proposal_runs) if proposal_runs else []
     by_source: dict[str, dict[str, str]] = {}
-    for p in proposals:  # the newest proposal of each system for each document
-        if p["label"] is not None:
-            by_source.setdefault(p["system"], {})[p["doc_id"]] = p["label"]
+    for p in proposals:  # the newest proposal of each system for each document, INVALID (None) included
+        by_source.setdefault(p["system"], {})[p["doc_id"]] = p["label"]
     # a labeller trained on the human labels is compared with them on its held-out documents only
     held_out = {r["system"]: set(json.loads(r["settings"] or "{}").get("holdout", []))
                 for r in runs if r["kind"] == "label"}
