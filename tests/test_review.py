@@ -221,6 +221,29 @@ def test_bad_forms_are_refused(served):
     assert status == 303 and headers["Location"] == "/review?reviewer=bob&undone="
 
 
+def test_each_browser_that_names_nobody_gets_a_name_of_its_own(tmp_path):
+    """`annotune review` without --reviewer: two browsers opening the printed URL are two reviewers (two
+    leases, two documents), and each keeps its name in its cookie."""
+    project = make_project(tmp_path)
+    auth = {"Cookie": f"{COOKIE}={TOKEN}"}
+    with ServerThread(create_review_app(project, TOKEN, name_each_browser=True)) as srv:
+        names, docs = [], []
+        for _ in range(2):  # two browsers: the printed URL, then the page it redirects to
+            status, headers, _ = request(srv, "GET", f"/review?token={TOKEN}")
+            assert status == 303 and headers["Location"].startswith("/review?reviewer=reviewer-")
+            name = headers["Location"].split("=", 1)[1]
+            status, headers, body = request(srv, "GET", headers["Location"], headers=auth)
+            assert status == 200 and f"reviewer={name}" in headers["Set-Cookie"]
+            names.append(name)
+            docs.append(body.split('data-doc="', 1)[1].split('"', 1)[0])
+        assert names[0] != names[1] and docs[0] != docs[1]
+        # a returning browser keeps its name (its cookie), and with it its leased document
+        _, _, body = request(srv, "GET", "/review", headers={"Cookie": f"{COOKIE}={TOKEN}; "
+                                                                       f"annotune_reviewer={names[0]}"})
+        assert f'data-doc="{docs[0]}"' in body
+    project.close()
+
+
 # ------------------------------------------------------------------------------ two reviewers
 def test_two_reviewers_never_overwrite_each_other(served):
     project, srv = served

@@ -24,8 +24,9 @@ def review(
     folder: Path = project_argument(),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only)."),
     port: int = typer.Option(8765, "--port", "-p", help="Port (0: any free port)."),
-    reviewer: str = typer.Option("reviewer", "--reviewer", help="Reviewer name when the URL gives none "
-                                 "(?reviewer=NAME; remembered in a cookie)."),
+    reviewer: str = typer.Option(None, "--reviewer", help="Reviewer name when the URL gives none "
+                                 "(?reviewer=NAME; remembered in a cookie). Default: each browser gets a name "
+                                 "of its own (reviewer-3fa2), which the page lets its reviewer change."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a --host other machines can reach "
                                       "(plain HTTP: put it behind HTTPS for a network)."),
     store: str = store_option(),
@@ -44,13 +45,14 @@ def review(
         raise ConfigError(f"refusing to serve the review page on {host}, which other machines can reach: pass "
                           "--allow-remote to allow it (the access token still protects it), or use --host 127.0.0.1",
                           field="--host")
-    if clean_reviewer(reviewer) is None:
+    if reviewer is not None and clean_reviewer(reviewer) is None:
         raise ConfigError(f"a reviewer name is 1 to {MAX_REVIEWER} printable characters", field="--reviewer")
     project = open_project(folder, store)
     token = secrets.token_urlsafe(24)
     sock = bind_socket(host, port)
     try:
-        application = create_review_app(project, token, reviewer=reviewer)
+        application = create_review_app(project, token, reviewer=reviewer or "reviewer",
+                                        name_each_browser=reviewer is None)
         if not is_loopback(host):
             log(f"warning: serving on {host} over plain HTTP: anyone on the network path can read the token")
         bound = sock.getsockname()[1]

@@ -42,6 +42,9 @@ class ReviewState:
     project: Any  # a `Project`
     token: str
     reviewer: str = "reviewer"  # when neither ``?reviewer=`` nor the cookie names one
+    # each browser that names nobody gets a name of its own (``reviewer-3fa2``, kept in its cookie), so that two
+    # people never share one name's lease, votes and undo
+    name_each_browser: bool = False
 
     @property
     def cookie(self) -> str:
@@ -54,22 +57,24 @@ class ReviewState:
         return hmac.new(self.token.encode(), b"annotune review form", hashlib.sha256).hexdigest()
 
 
-def create_review_app(project, token: str, *, reviewer: str = "reviewer",
+def create_review_app(project, token: str, *, reviewer: str = "reviewer", name_each_browser: bool = False,
                       max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The review page of ``project`` behind ``token`` (see the module docstring)."""
+    """The review page of ``project`` behind ``token`` (see the module docstring); with ``name_each_browser``,
+    a browser that names no reviewer becomes ``<reviewer>-<4 hex digits>`` instead of ``reviewer``."""
     app = base_app("annotune review", max_body_bytes=max_body_bytes)
-    mount_review(app, project, token, reviewer=reviewer)
+    mount_review(app, project, token, reviewer=reviewer, name_each_browser=name_each_browser)
     app.add_middleware(BearerAuth, token=token, cookie=app.state.review.cookie)  # added last: runs first
     return app
 
 
-def mount_review(app: FastAPI, project, token: str, *, reviewer: str = "reviewer") -> None:
+def mount_review(app: FastAPI, project, token: str, *, reviewer: str = "reviewer",
+                 name_each_browser: bool = False) -> None:
     """Add the review routes to ``app`` (whose auth middleware must accept ``app.state.review.cookie``)."""
     if not token:
         raise ValueError("the review page needs an access token")
     if clean_reviewer(reviewer) is None:
         raise ValueError(f"a reviewer name is 1 to {MAX_REVIEWER} printable characters, not {reviewer!r}")
-    app.state.review = ReviewState(project, token, clean_reviewer(reviewer))
+    app.state.review = ReviewState(project, token, clean_reviewer(reviewer), name_each_browser)
     app.include_router(router)
 
 
@@ -228,6 +233,8 @@ def root(request: Request) -> RedirectResponse:
 def review_page(request: Request):
     state: ReviewState = request.app.state.review
     reviewer = reviewer_of(request, state)
+    if state.name_each_browser and not request.query_params.get("reviewer") and REVIEWER_COOKIE not in request.cookies:
+        reviewer = f"{reviewer}-{secrets.token_hex(2)}"  # a browser's first visit: a name of its own
     given = request.query_params.get("token")
     if given is not None:  # the URL printed at start: keep the token in a cookie, not in the address bar
         response = back_to_page(reviewer)
