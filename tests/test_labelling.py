@@ -392,6 +392,17 @@ def store_for(backend: str) -> str | None:
     return PG_URL
 
 
+def test_propose_run_stopped_before_its_sample_was_saved_draws_one(tmp_path):
+    project = single_project(tmp_path, systems=TFIDF)
+    project.import_file(write_jsonl(tmp_path / "train.jsonl", topic_rows(30)))
+    project.import_file(write_jsonl(tmp_path / "pool.jsonl", topic_rows(10, labelled=False, start=30)))
+    assert project.propose(["tfidf"], sample=4)["tfidf"]["proposed"] == 4
+    key = project.store.runs("propose")[-1]["fingerprint"]
+    stopped, _ = project.store.start_run("propose", system="tfidf", fingerprint=key)  # killed right here
+    out = project.propose(["tfidf"], sample=4)["tfidf"]
+    assert out["run"] == stopped and out["resumed"] and out["proposed"] == 4
+
+
 def test_status_agreement_counts_invalid_answers(tmp_path):
     """A proposer that answered INVALID on half the documents agrees with the humans on half of them — not on
     all of the valid half only."""

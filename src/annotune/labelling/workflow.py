@@ -135,9 +135,10 @@ class Project:
             system, identity, train, _ = self._system(spec, role="propose")
             key = self._run_key(system, identity, train)
             run_id, resumed = self.store.start_run("propose", system=spec.name, fingerprint=key, resume="unfinished")
-            if resumed:  # the sample drawn when the run started
-                chosen = json.loads(self.store.runs_by_id([run_id])[0]["settings"])["sample"]
-            else:
+            drawn = json.loads(self.store.runs_by_id([run_id])[0]["settings"] or "{}").get("sample")
+            if resumed and drawn is not None:  # the sample drawn when the run started
+                chosen = drawn
+            else:  # a new run, or one stopped before its sample was saved
                 seen = self.store.proposed_by(spec.name, key)
                 pool = [i for i in undecided if i not in seen]
                 chosen = sorted(random.Random(f"{self.cfg.seed}:{run_id}").sample(pool, min(size, len(pool))))
