@@ -221,6 +221,19 @@ def test_bad_forms_are_refused(served):
     assert status == 303 and headers["Location"] == "/review?reviewer=bob&undone="
 
 
+def test_verbose_access_log_never_shows_the_token(tmp_path, caplog):
+    import logging
+
+    project = make_project(tmp_path)
+    caplog.set_level(logging.INFO, logger="uvicorn.access")
+    with ServerThread(create_review_app(project, TOKEN), verbose=True) as srv:
+        assert request(srv, "GET", f"/review?token={TOKEN}&reviewer=bob")[0] == 303
+    project.close()
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("/review?token=***&reviewer=bob" in line for line in lines), lines
+    assert not any(TOKEN in line for line in lines)
+
+
 def test_each_browser_that_names_nobody_gets_a_name_of_its_own(tmp_path):
     """`annotune review` without --reviewer: two browsers opening the printed URL are two reviewers (two
     leases, two documents), and each keeps its name in its cookie."""

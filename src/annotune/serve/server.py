@@ -5,6 +5,8 @@ port 0 (any free port) gives the URL before the first request."""
 from __future__ import annotations
 
 import copy
+import logging
+import re
 import socket
 import threading
 import time
@@ -42,14 +44,29 @@ def url_of(sock: socket.socket) -> str:
     return f"http://[{host}]:{port}/v1" if ":" in host else f"http://{host}:{port}/v1"
 
 
+class RedactTokens(logging.Filter):
+    """Access-log lines show ``?token=***``: the review page's URL carries its access token."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) > 2 and isinstance(args[2], str) and "token=" in args[2]:
+            record.args = (*args[:2], re.sub(r"(token=)[^&#\s]*", r"\1***", args[2]), *args[3:])
+        return True
+
+
 def _config(app, *, verbose: bool, log_config: bool, graceful_timeout: float):
     import uvicorn
     from uvicorn.config import LOGGING_CONFIG
 
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
     logging_config = None
     if log_config:  # our own process: uvicorn's log format, everything on stderr
         logging_config = copy.deepcopy(LOGGING_CONFIG)
         logging_config["handlers"]["access"]["stream"] = "ext://sys.stderr"
+        logging_config.setdefault("filters", {})["redact_tokens"] = {"()": RedactTokens}
+        logging_config["handlers"]["access"]["filters"] = ["redact_tokens"]
     return uvicorn.Config(app, log_config=logging_config, log_level="info" if verbose else "warning",
                           access_log=verbose, server_header=False, lifespan="auto",
                           timeout_graceful_shutdown=graceful_timeout)
