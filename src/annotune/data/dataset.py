@@ -153,7 +153,8 @@ class Dataset:
             text = text_value(rec.get(text_col), fname, row, text_col)
             if not text:
                 if empty == "error":
-                    raise DataError("empty text (empty = 'drop' in [data], empty='drop' in Python, skips such rows)", file=fname, row=row, field=text_col)
+                    raise DataError("empty text (empty = 'drop' in [data], empty='drop' in Python, skips such rows)",
+                                    file=fname, row=row, field=text_col)
                 dropped += 1
                 continue
             if id_col is not None:

@@ -173,18 +173,22 @@ def _read_delimited(path: Path, sep: str) -> tuple[list[tuple[int, dict[str, Any
         frame = parse(";")  # semicolon-separated "CSV" from European Excel locales
     columns = [str(c) for c in frame.columns]
     if not isinstance(frame.index, pd.RangeIndex):
-        # the first rows have one field more than the header: pandas took the first field as the row index and shifted
-        # the rest one column left. A trailing delimiter (an empty last field) is harmless; anything else is not.
-        last = frame.iloc[:, -1]
-        if (last != "").any():
-            row = int((last != "").to_numpy().argmax()) + 1
-            raise DataError(f"row {row} has one field more than the {len(columns)} column names of the header (it "
-                            f"ends with {last.iloc[row - 1]!r}); quote texts that contain the delimiter",
-                            file=str(path), row=row)
-        frame = frame.reset_index()
-        frame = frame.iloc[:, :-1]
+        frame = _unshift(frame, columns, path)
     frame.columns = columns
     return [(i, rec) for i, rec in enumerate(frame.to_dict("records"), start=1)], columns
+
+
+def _unshift(frame, columns: list[str], path: Path):
+    """The first rows had one field more than the header: pandas took their first field as the row index and
+    shifted the rest one column left. A trailing delimiter (an empty last field) is harmless: the frame put
+    back; anything else is a `DataError` naming the row."""
+    last = frame.iloc[:, -1]
+    if (last != "").any():
+        row = int((last != "").to_numpy().argmax()) + 1
+        raise DataError(f"row {row} has one field more than the {len(columns)} column names of the header (it ends "
+                        f"with {last.iloc[row - 1]!r}); quote texts that contain the delimiter",
+                        file=str(path), row=row)
+    return frame.reset_index().iloc[:, :-1]
 
 
 def _objects(rows: Iterator[tuple[int, Any]], path: Path,
@@ -280,16 +284,5 @@ def _read_excel(path: Path, sheet: str | int | None) -> tuple[list[tuple[int, di
         except Exception as exc:
             raise DataError(f"cannot read sheet {chosen!r}: {' '.join(str(exc).split())}", file=str(path), field="sheet") from None
     columns = [str(c) for c in frame.columns]
-    if not isinstance(frame.index, pd.RangeIndex):
-        # the first rows have one field more than the header: pandas took the first field as the row index and shifted
-        # the rest one column left. A trailing delimiter (an empty last field) is harmless; anything else is not.
-        last = frame.iloc[:, -1]
-        if (last != "").any():
-            row = int((last != "").to_numpy().argmax()) + 1
-            raise DataError(f"row {row} has one field more than the {len(columns)} column names of the header (it "
-                            f"ends with {last.iloc[row - 1]!r}); quote texts that contain the delimiter",
-                            file=str(path), row=row)
-        frame = frame.reset_index()
-        frame = frame.iloc[:, :-1]
     frame.columns = columns
     return [(i, rec) for i, rec in enumerate(frame.to_dict("records"), start=1)], columns
