@@ -184,23 +184,6 @@ def test_import_reviews_long_table(tmp_path):
     assert "row 1" in err.value.format()
 
 
-def test_importing_an_edited_review_table_replaces_the_earlier_version(tmp_path):
-    project = single_project(tmp_path)
-    project.import_file(write_jsonl(tmp_path / "d.jsonl", topic_rows(2, labelled=False)))
-    table = tmp_path / "reviews.csv"
-    table.write_text("id,system,label,reviewer,decision\nd0,gpt,sport,ann,Y\nd1,gpt,tech,ann,Y\n", encoding="utf-8")
-    project.import_file(table, kind="reviews")
-    assert project.store.final_labels()["d0"]["provenance"] == "human-verified"
-    table.write_text("id,system,label,reviewer,decision\nd0,gpt,sport,ann,N\nd1,gpt,tech,ann,Y\n", encoding="utf-8")
-    out = project.import_file(table, kind="reviews")
-    assert out["reviews"] == 2 and any("2 reviews of an earlier version" in n for n in out["notes"])
-    finals = project.store.final_labels()
-    assert finals["d0"]["provenance"] == "human-rejected" and finals["d1"]["provenance"] == "human-verified"
-    assert project.status()["proposers"]["gpt"] == {"reviews": 2, "accepted": 1, "acceptance": 0.5}
-    again = project.import_file(table, kind="reviews")  # the same version again: no change
-    assert again["reviews"] == 0 and again["notes"] == []
-
-
 @pytest.mark.parametrize("kind,proposal,reject_all", [
     ("single", "sport", (None, "human-rejected")),
     ("multi", ["sport", "tech"], ([], "human-verified")),

@@ -4,14 +4,12 @@ Proposals with reviews come in a long table, one row per proposed item and revie
 file (``dimension, value, id, coder, accepted, llm``) is the example: each row says which proposer (``llm``)
 proposed which value (``value``) of which item (``dimension``; absent for single-label tasks) for which
 document (``id``), and whether the reviewer (``coder``) accepted it (``Y``/``N``; blank: not reviewed yet).
-Column names are found among common spellings or given explicitly. Re-importing a file adds nothing; importing
-an edited version of it (the same path) replaces the reviews of the earlier version.
+Column names are found among common spellings or given explicitly. Re-importing a file adds nothing.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -122,13 +120,8 @@ def import_reviews(store: LabelStore, path: Path, *, fields: dict[str, str] | No
             reviewer = scalar_str(rec.get(col["reviewer"])).strip() if col["reviewer"] else ""
             reviews.append({"doc_id": doc_id, "proposer": proposer, "item": key or None, "decision": decision,
                             "reviewer": reviewer or "unknown", "external_key": f"{sha[:16]}:{row}"})
-    where_from = str(path.resolve())
-    # an earlier version of this very file (same path, other content): its reviews give way to this one's
-    earlier = [r["fingerprint"] for r in store.runs("import") if r["fingerprint"] != sha[:16]
-               and json.loads(r["settings"] or "{}").get("kind") == "reviews"
-               and json.loads(r["settings"] or "{}").get("path") == where_from]
-    run_id, _ = store.start_run("import", fingerprint=sha[:16], resume=True,
-                                settings={"file": name, "path": where_from, "kind": "reviews"})
+    run_id, _ = store.start_run("import", fingerprint=sha[:16], settings={"file": name, "kind": "reviews"},
+                                resume=True)
     proposals = []
     for (doc_id, proposer), accepted in items.items():
         label = task.merge_items(accepted)
@@ -137,8 +130,6 @@ def import_reviews(store: LabelStore, path: Path, *, fields: dict[str, str] | No
                             field=col["value"])
         proposals.append({"doc_id": doc_id, "system": proposer, "label": task.label_to_json(label)})
     summary = ImportSummary(name)
-    if withdrawn := store.withdraw_reviews([f"{fp}:" for fp in earlier]):
-        summary.notes.append(f"{withdrawn} reviews of an earlier version of this file were replaced by this one's")
     summary.proposals = store.add_proposals(proposals, run_id=run_id)
     ids = store.proposal_index(run_id)
     for r in reviews:

@@ -248,19 +248,6 @@ class LabelStore:
             self._resolve(conn, sorted(touched))  # once per document, after all its new reviews
         return added
 
-    def withdraw_reviews(self, key_prefixes: list[str]) -> int:
-        """Mark undone the active reviews whose ``external_key`` starts with one of ``key_prefixes`` (an earlier
-        version of a re-imported file) and recompute their documents; returns how many."""
-        now = time.time()
-        with self.engine.begin() as conn:
-            rows = [] if not key_prefixes else conn.execute(sa.select(S.reviews.c.id, S.reviews.c.doc_id).where(
-                S.reviews.c.undone_at.is_(None),
-                sa.or_(*(S.reviews.c.external_key.startswith(p, autoescape=True) for p in key_prefixes)))).all()
-            for part in chunked([r.id for r in rows]):
-                conn.execute(S.reviews.update().where(S.reviews.c.id.in_(part)).values(undone_at=now))
-            self._resolve(conn, sorted({r.doc_id for r in rows}))
-        return len(rows)
-
     def undo_last(self, reviewer: str) -> str | None:
         """Mark ``reviewer``'s latest active review undone; returns its document (None: nothing to undo). The
         document goes back to the front of the review queue."""
