@@ -579,4 +579,13 @@ def test_csv_with_one_field_too_many_on_every_row_is_refused_naming_a_row(tmp_pa
     p = tmp_path / "a.csv"
     p.write_text("id,text,label\n1,Shares fell, again,business\n2,Goal,sport\n", encoding="utf-8")
     msg = err(Dataset.load, p, single_cb())
-    assert "row 1 has one field more" in msg and "'business'" in msg and "quote" in msg
+    assert "row 1 has more fields" in msg and "'business'" in msg and "quote" in msg
+
+
+def test_csv_with_two_trailing_delimiters_or_only_some_rows_trailing(tmp_path):
+    p = tmp_path / "a.csv"
+    p.write_text("id,text,label\n" + "".join(f"{r[0]},{r[1]},{r[2]},,\n" for r in ROWS[1:]), encoding="utf-8")
+    check_basic(Dataset.load(p, single_cb()))
+    lines = [f"{r[0]},{r[1]},{r[2]}" for r in ROWS[1:]]
+    p.write_text("id,text,label\n" + lines[0] + ",\n" + "\n".join(lines[1:]) + "\n", encoding="utf-8")
+    check_basic(Dataset.load(p, single_cb()))

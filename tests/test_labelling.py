@@ -358,6 +358,20 @@ def test_export_formats_and_status(tmp_path):
     assert (pair["a"], pair["b"], pair["docs"]) == ("human labels", "tfidf", 2)
 
 
+def test_undo_after_a_majority_gives_the_document_back_to_the_undoer(tmp_path):
+    project = single_project(tmp_path)
+    store = project.store
+    project.import_file(write_jsonl(tmp_path / "d.jsonl", topic_rows(2, labelled=False)))
+    store.enqueue([("d0", "x", 0.0), ("d1", "x", 0.0)])
+    for reviewer, label in (("ann", "sport"), ("bob", "tech"), ("carol", "sport")):
+        store.add_reviews([{"doc_id": "d0", "decision": "correct", "label": label, "reviewer": reviewer}],
+                          source="web")
+    assert store.final_labels()["d0"]["provenance"] == "human-corrected"
+    assert store.undo_last("carol") == "d0"  # a conflict again, and carol's to decide first
+    assert store.final_labels()["d0"]["provenance"] == "conflict"
+    assert store.next_for("carol")["doc_id"] == "d0" and store.next_for("dan")["doc_id"] == "d1"
+
+
 def store_for(backend: str) -> str | None:
     """The store URL of ``backend``: None (SQLite in the project) or the test PostgreSQL server, emptied."""
     if backend == "sqlite":
@@ -472,6 +486,9 @@ def test_cli_workflow(tmp_path):
                                         "postgresql://ann:s3cr3t-pw@127.0.0.1:1/labels"])
     assert with_password.exit_code == 2 and "PGPASSWORD" in with_password.output
     assert "s3cr3t" not in with_password.output and not (tmp_path / "pg" / "annotune-project.toml").exists()
+    in_query = runner.invoke(app, ["init", str(tmp_path / "pg"), "--codebook", str(codebook), "--store",
+                                   "postgresql://ann@127.0.0.1:1/labels?password=s3cr3t-pw"])
+    assert in_query.exit_code == 2 and "PGPASSWORD" in in_query.output and "s3cr3t" not in in_query.output
     cfg = folder / "annotune-project.toml"
     cfg.write_text(cfg.read_text().split("[[systems]]")[0] + TFIDF, encoding="utf-8")
     docs = write_jsonl(tmp_path / "d.jsonl", topic_rows(12))

@@ -26,7 +26,7 @@ def review(
     port: int = typer.Option(8765, "--port", "-p", help="Port (0: any free port)."),
     reviewer: str = typer.Option(None, "--reviewer", help="Reviewer name when the URL gives none "
                                  "(?reviewer=NAME; remembered in a cookie). Default: each browser gets a name "
-                                 "of its own (reviewer-3fa2), which the page lets its reviewer change."),
+                                 "of its own (reviewer-3fa29c01), which the page lets its reviewer change."),
     allow_remote: bool = typer.Option(False, "--allow-remote", help="Allow a --host other machines can reach "
                                       "(plain HTTP: put it behind HTTPS for a network)."),
     store: str = store_option(),

@@ -179,16 +179,18 @@ def _read_delimited(path: Path, sep: str) -> tuple[list[tuple[int, dict[str, Any
 
 
 def _unshift(frame, columns: list[str], path: Path):
-    """The first rows had one field more than the header: pandas took their first field as the row index and
-    shifted the rest one column left. A trailing delimiter (an empty last field) is harmless: the frame put
-    back; anything else is a `DataError` naming the row."""
-    last = frame.iloc[:, -1]
-    if (last != "").any():
-        row = int((last != "").to_numpy().argmax()) + 1
-        raise DataError(f"row {row} has one field more than the {len(columns)} column names of the header (it ends "
-                        f"with {last.iloc[row - 1]!r}); quote texts that contain the delimiter",
+    """The first rows had more fields than the header: pandas took their first field(s) as the row index and
+    shifted the rest left. Trailing delimiters (empty last fields) are harmless: the frame put back; anything
+    else is a `DataError` naming the row."""
+    extra = frame.index.nlevels
+    tail = frame.iloc[:, -extra:].fillna("")
+    filled = (tail != "").any(axis=1).to_numpy()
+    if filled.any():
+        row = int(filled.argmax()) + 1
+        raise DataError(f"row {row} has more fields than the {len(columns)} column names of the header (it ends "
+                        f"with {tail.iloc[row - 1].iloc[-1]!r}); quote texts that contain the delimiter",
                         file=str(path), row=row)
-    return frame.reset_index().iloc[:, :-1]
+    return frame.reset_index().iloc[:, :-extra]
 
 
 def _objects(rows: Iterator[tuple[int, Any]], path: Path,

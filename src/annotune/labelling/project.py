@@ -155,7 +155,8 @@ def write_project(folder: Path, codebook: Codebook, *, store: str | None = None,
         import sqlalchemy as sa
 
         try:
-            has_password = sa.engine.make_url(store).password is not None
+            url = sa.engine.make_url(store)
+            has_password = url.password is not None or any("password" in k.lower() for k in url.query)
         except sa.exc.ArgumentError:
             has_password = False  # store_url names what is wrong with it when the store opens
         if has_password:

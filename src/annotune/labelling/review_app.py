@@ -42,8 +42,8 @@ class ReviewState:
     project: Any  # a `Project`
     token: str
     reviewer: str = "reviewer"  # when neither ``?reviewer=`` nor the cookie names one
-    # each browser that names nobody gets a name of its own (``reviewer-3fa2``, kept in its cookie), so that two
-    # people never share one name's lease, votes and undo
+    # each browser that names nobody gets a name of its own (``reviewer-3fa29c01``, kept in its cookie), so
+    # that two people never share one name's lease, votes and undo
     name_each_browser: bool = False
 
     @property
@@ -60,7 +60,7 @@ class ReviewState:
 def create_review_app(project, token: str, *, reviewer: str = "reviewer", name_each_browser: bool = False,
                       max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The review page of ``project`` behind ``token`` (see the module docstring); with ``name_each_browser``,
-    a browser that names no reviewer becomes ``<reviewer>-<4 hex digits>`` instead of ``reviewer``."""
+    a browser that names no reviewer becomes ``<reviewer>-<8 hex digits>`` instead of ``reviewer``."""
     app = base_app("annotune review", max_body_bytes=max_body_bytes)
     mount_review(app, project, token, reviewer=reviewer, name_each_browser=name_each_browser)
     app.add_middleware(BearerAuth, token=token, cookie=app.state.review.cookie)  # added last: runs first
@@ -234,7 +234,7 @@ def review_page(request: Request):
     state: ReviewState = request.app.state.review
     reviewer = reviewer_of(request, state)
     if state.name_each_browser and not request.query_params.get("reviewer") and REVIEWER_COOKIE not in request.cookies:
-        reviewer = f"{reviewer}-{secrets.token_hex(2)}"  # a browser's first visit: a name of its own
+        reviewer = f"{reviewer}-{secrets.token_hex(4)}"  # a browser's first visit: a name of its own
     given = request.query_params.get("token")
     if given is not None:  # the URL printed at start: keep the token in a cookie, not in the address bar
         response = back_to_page(reviewer)

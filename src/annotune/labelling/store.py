@@ -258,8 +258,11 @@ class LabelStore:
             if row is None:
                 return None
             conn.execute(S.reviews.update().where(S.reviews.c.id == row.id).values(undone_at=time.time()))
-            self._resolve(conn, [row.doc_id])
-            self._enqueue(conn, [(row.doc_id, "undone", -1.0)], None, lease=(reviewer, time.time() + LEASE_SECONDS))
+            self._resolve(conn, [row.doc_id])  # may queue it already (a conflict again): the undoer's all the same
+            lease = (reviewer, time.time() + LEASE_SECONDS)
+            if not self._enqueue(conn, [(row.doc_id, "undone", -1.0)], None, lease=lease):
+                conn.execute(S.queue.update().where(S.queue.c.doc_id == row.doc_id).values(
+                    reason="undone", priority=-1.0, leased_by=lease[0], leased_until=lease[1]))
         return row.doc_id
 
     def reviews(self, doc_id: str | None = None, *, active: bool = True) -> list[dict]:
