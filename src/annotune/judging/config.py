@@ -42,7 +42,7 @@ class JudgeConfig(ConfigModel):
     @classmethod
     def _no_credentials(cls, value: str | None) -> str | None:
         if value is not None and (secret := credentials_in(value)) is not None:
-            raise ValueError(f"{secret}: keep the key in an environment variable named by api_key_env")
+            raise ValueError(secret)
         return value
 
     @model_validator(mode="after")

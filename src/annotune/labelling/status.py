@@ -18,11 +18,11 @@ from statistics import median
 
 import numpy as np
 
+from annotune.evaluation.metrics import INVALID
 from annotune.labelling.resolve import HUMAN, PROVENANCES
 from annotune.labelling.store import LabelStore
 
 HUMANS = "human labels"
-INVALID = "INVALID"
 MAX_GAP = 600.0  # seconds between two reviews above which the reviewer is taken to have paused
 
 

@@ -49,7 +49,7 @@ class ApiConfig(SystemConfig):
     @classmethod
     def _no_credentials(cls, value: str) -> str:
         if (secret := credentials_in(value)) is not None:
-            raise ValueError(f"{secret}: keep the key in an environment variable named by api_key_env")
+            raise ValueError(secret)
         return value
 
     @field_validator("api_key_env")

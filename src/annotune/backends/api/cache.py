@@ -36,18 +36,19 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+_KEY_ADVICE = ": keep the key in an environment variable named by api_key_env"
 _SECRET_PARAM = re.compile(r"key|token|secret|password|passwd|sig|auth|^code$", re.IGNORECASE)
 
 
 def credentials_in(base_url: str) -> str | None:
     """Why ``base_url`` would carry a secret into configs, manifests and reports (``user:password@`` or a query
-    parameter such as ``?api_key=``), naming no value; None when it carries none."""
+    parameter such as ``?api_key=``) and where the key belongs, naming no value; None when it carries none."""
     parts = urlsplit(base_url.strip())
     if parts.username or parts.password:
-        return "base_url must not hold credentials (user:password@)"
+        return f"base_url must not hold credentials (user:password@){_KEY_ADVICE}"
     named = [name for name, _ in parse_qsl(parts.query, keep_blank_values=True) if _SECRET_PARAM.search(name)]
     if named:
-        return f"base_url must not hold a secret in its query ({', '.join(sorted(set(named)))}=…)"
+        return f"base_url must not hold a secret in its query ({', '.join(sorted(set(named)))}=…){_KEY_ADVICE}"
     return None
 
 

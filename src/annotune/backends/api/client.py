@@ -55,8 +55,7 @@ class ApiBackend(Backend):
                  max_tokens: int | None = None, top_logprobs: int = 20, cache: str | Path | ResponseCache | None = None,
                  budget_tokenizer=None, log: Callable[[str], None] | None = None):
         if (secret := credentials_in(base_url)) is not None:
-            raise ConfigError(f"{secret}: keep the key in an environment variable named by api_key_env",
-                              field="base_url")
+            raise ConfigError(secret, field="base_url")
         if api_key_env is not None and not _ENV_NAME.match(api_key_env):
             raise ConfigError("api_key_env must be the NAME of the environment variable that holds the API key "
                               "(e.g. OPENAI_API_KEY), not the key itself", field="api_key_env")
