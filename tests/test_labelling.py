@@ -184,6 +184,52 @@ def test_import_reviews_long_table(tmp_path):
     assert "row 1" in err.value.format()
 
 
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_an_edited_review_table_replaces_what_it_changes(tmp_path, backend):
+    """Re-importing a table adds nothing; an edited version (same path) adds only its changed rows, which replace
+    the earlier decisions (Y turned N takes the acceptance back; back to the first version restores it); a new
+    batch written to the same path leaves the earlier batch's reviews alone. Item reviews as well."""
+    project = single_project(tmp_path, store=store_for(backend))
+    store = project.store
+    project.import_file(write_jsonl(tmp_path / "d.jsonl", topic_rows(3, labelled=False)))
+    table = tmp_path / "reviews.csv"
+    first = "id,system,label,reviewer,decision\nd0,gpt,sport,ann,Y\nd1,gpt,tech,ann,Y\n"
+    edited = "id,system,label,reviewer,decision\nd0,gpt,sport,ann,N\nd1,gpt,tech,ann,Y\n"
+
+    def finals():
+        return {d: (r["label"] and json.loads(r["label"]), r["provenance"]) for d, r in store.final_labels().items()}
+
+    table.write_text(first, encoding="utf-8")
+    assert project.import_file(table, kind="reviews")["reviews"] == 2
+    assert finals() == {"d0": ("sport", "human-verified"), "d1": ("tech", "human-verified")}
+    assert project.import_file(table, kind="reviews")["reviews"] == 0  # the same file again: nothing new
+    table.write_text(edited, encoding="utf-8")
+    out = project.import_file(table, kind="reviews")
+    assert (out["reviews"], out["skipped"]) == (1, 1)
+    assert finals() == {"d0": (None, "human-rejected"), "d1": ("tech", "human-verified")}
+    table.write_text(first, encoding="utf-8")  # back to the first version
+    assert project.import_file(table, kind="reviews")["reviews"] == 1
+    assert finals()["d0"] == ("sport", "human-verified")
+    assert project.import_file(table, kind="reviews")["reviews"] == 0
+    table.write_text("id,system,label,reviewer,decision\nd2,gpt,business,ann,Y\n", encoding="utf-8")
+    assert project.import_file(table, kind="reviews")["reviews"] == 1  # a new batch at the same path
+    assert finals() == {"d0": ("sport", "human-verified"), "d1": ("tech", "human-verified"),
+                        "d2": ("business", "human-verified")}
+    keys = [r["external_key"] for r in store.reviews(active=False)]
+    assert len(keys) == len(set(keys)) == 5 and sum("~" in k for k in keys) == 1  # d0's Y restated
+
+    dims = Project.init(tmp_path / "dims", make_codebook("dimensions"))
+    dims.import_file(write_jsonl(tmp_path / "t.jsonl", [{"id": "t0", "text": "thanks, so happy"}]), labels=False)
+    rows = "id,llm,dimension,value,coder,accepted\nt0,gpt4,happiness,high,ann,{}\nt0,gpt4,expressing gratitude,low,ann,Y\n"
+    items = tmp_path / "items.csv"
+    for answer, expected in (("Y", {"happiness": "high", "expressing gratitude": "low"}),
+                             ("N", {"expressing gratitude": "low"}),
+                             ("Y", {"happiness": "high", "expressing gratitude": "low"})):
+        items.write_text(rows.format(answer), encoding="utf-8")
+        dims.import_file(items, kind="reviews")
+        assert json.loads(dims.store.final_labels()["t0"]["label"]) == expected
+
+
 @pytest.mark.parametrize("kind,proposal,reject_all", [
     ("single", "sport", (None, "human-rejected")),
     ("multi", ["sport", "tech"], ([], "human-verified")),

@@ -69,7 +69,8 @@ def import_(
                                     "reviewer, decision (found among common names otherwise)."),
     store: str = store_option(),
 ):
-    """Import documents, or proposals with their human reviews, into a project (re-importing adds nothing)."""
+    """Import documents, or proposals with their human reviews, into a project (re-importing adds nothing;
+    an edited file adds the reviews it changes, which replace the earlier ones)."""
     from annotune.errors import ConfigError
 
     project = open_project(folder, store)
@@ -88,7 +89,7 @@ def import_(
         options = {}
     summary = project.import_file(file, kind=kind, **options)
     say(f"{file}: {summary['documents']:,} new documents, {summary['proposals']:,} new proposals, "
-        f"{summary['reviews']:,} new reviews" + (f", {summary['skipped']:,} rows already imported"
+        f"{summary['reviews']:,} new reviews" + (f", {summary['skipped']:,} rows already in the project"
                                                  if summary["skipped"] else ""))
     for note in summary["notes"]:
         say(f"note: {note}")

@@ -4,7 +4,8 @@ Proposals with reviews come in a long table, one row per proposed item and revie
 file (``dimension, value, id, coder, accepted, llm``) is the example: each row says which proposer (``llm``)
 proposed which value (``value``) of which item (``dimension``; absent for single-label tasks) for which
 document (``id``), and whether the reviewer (``coder``) accepted it (``Y``/``N``; blank: not reviewed yet).
-Column names are found among common spellings or given explicitly. Re-importing a file adds nothing.
+Column names are found among common spellings or given explicitly. Re-importing a file adds nothing; an edited
+version adds the reviews it changes, which replace the reviewer's earlier decisions (`LabelStore.add_reviews`).
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class ImportSummary:
     documents: int = 0  # new documents
     proposals: int = 0  # new proposals
     reviews: int = 0  # new reviews
-    skipped: int = 0  # rows already imported
+    skipped: int = 0  # review rows that change nothing (already in the project)
     notes: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:

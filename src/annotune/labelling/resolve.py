@@ -1,6 +1,8 @@
 """A document's final label from its reviews, and the provenance words the store and exports use.
 
-The rules, in order (undone reviews do not count):
+The rules, in order (undone reviews do not count, nor do a reviewer's decisions about one thing that a later batch
+of theirs replaces — see `statement` and `batch_of`: an imported table edited from Y to N takes the acceptance back;
+within one file every row counts, as the seed paper's review rounds do):
 
 1. Decisions about the whole document — accepting a proposal (its label, ``human-verified``), correcting (the
    reviewer's label, ``human-corrected``; ``human-labelled`` when it came from an imported labelled file), or
@@ -41,7 +43,7 @@ def resolve_reviews(codebook: Codebook, reviews: list[dict], proposals: dict[int
     """The human outcome of a document's reviews (rows of the reviews table, oldest first; ``proposals``:
     the proposals they refer to, by id), or None when no active review exists."""
     task = codebook.task
-    active = [r for r in reviews if r["undone_at"] is None]
+    active = latest_statements(task, [r for r in reviews if r["undone_at"] is None], proposals)
     if not active:
         return None
     whole = [r for r in active if r["item"] is None and (r["decision"] == "correct" or r["proposal_id"] is None
@@ -73,6 +75,42 @@ def resolve_reviews(codebook: Codebook, reviews: list[dict], proposals: dict[int
     return Resolved(task.label_to_json(merged), "human-verified", reviewer)
 
 
+def statement(task, review: dict, proposals: dict[int, dict]) -> tuple:
+    """What one review decides about, for "a reviewer's latest decision counts": the whole document (a
+    correction, or rejecting every proposal), or one proposer's value (its whole label, or one item of it)."""
+    pid = review.get("proposal_id")
+    if review["decision"] == "correct" or pid is None:
+        return (str(review["reviewer"]), "document")
+    item, proposal = review.get("item"), proposals.get(pid)
+    if proposal is None:
+        return (str(review["reviewer"]), "proposal", pid, item)
+    value = json.loads(proposal["label"]) if proposal["label"] is not None else None
+    if item is not None and value is not None:
+        value = task.label_items(task.label_from_json(value)).get(item)
+    return (str(review["reviewer"]), "proposal", proposal.get("system"), item, json.dumps(value, sort_keys=True))
+
+
+def batch_of(review: dict) -> str:
+    """The decisions a review was made with: the file version it was imported from (``<file sha>:<row>``
+    keys; one file may state one thing more than once, as review rounds do), else the review alone."""
+    key = review.get("external_key")
+    return key.split(":", 1)[0] if key else f"review:{review.get('id')}"
+
+
+def latest_statements(task, reviews: list[dict], proposals: dict[int, dict]) -> list[dict]:
+    """``reviews`` (oldest first) without those that a later batch of the same reviewer's decisions about the
+    same statement replaces (a newer version of an imported file, a later review on the page)."""
+    keys = [statement(task, r, proposals) for r in reviews]
+    latest = {key: batch_of(r) for r, key in zip(reviews, keys)}
+    return [r for r, key in zip(reviews, keys) if batch_of(r) == latest[key]]
+
+
+def decision_of(decision: str, label: Any) -> tuple:
+    """What a review says about its statement (``label``: JSON data of a correction); two reviews that say the
+    same add nothing."""
+    return (decision, json.dumps(label, sort_keys=True))
+
+
 def _whole(task, review: dict, proposals: dict[int, dict]) -> Resolved:
     """The outcome of one decision about a whole document."""
     if review["decision"] == "correct":
@@ -86,4 +124,4 @@ def _whole(task, review: dict, proposals: dict[int, dict]) -> Resolved:
     return Resolved(task.label_to_json(empty), "human-verified", review["reviewer"])
 
 
-__all__ = ["Resolved", "resolve_reviews", "HUMAN", "PROVENANCES"]
+__all__ = ["Resolved", "resolve_reviews", "statement", "batch_of", "latest_statements", "decision_of", "HUMAN", "PROVENANCES"]
