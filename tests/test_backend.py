@@ -180,16 +180,26 @@ def test_constrained_is_batch_invariant(backend):
 
 
 # ---------------------------------------------------------------------------- greedy generation
-@pytest.mark.parametrize("kind", ["single", "multi"])
-def test_generate_equals_hf_generate(backend, monkeypatch, kind):
+@pytest.mark.parametrize("kind,batch_size,merged", [("single", 3, True), ("multi", 3, True), ("single", 1, True),
+                                                     ("single", 1, False)])
+def test_generate_equals_hf_generate(backend, monkeypatch, kind, batch_size, merged):
+    """Prompts encoded ``batch_size`` rows at a time, then decoded together (``merged``: one cache of all rows,
+    zero-padded; else batch by batch, the path for caches of other layer kinds): HF's greedy answers."""
+    from annotune.backends import local
+
     codebook = make_codebook(kind)
     builder = PromptBuilder(codebook, [Doc("e1", "Stocks rallied.", "business" if kind == "single"
                                             else ("business",))])
-    b = _with(backend, batch_size=3, max_new_tokens=8)
+    b = _with(backend, batch_size=batch_size, max_new_tokens=8)
     calls = _spy_forward(monkeypatch, b)
+    if not merged:
+        monkeypatch.setattr(local, "merge_for_decoding", lambda *args: None)
     docs = _docs()
     preds, stats = b.label(docs, builder, "generate", progress=False)
-    assert len(calls) == 1 and len(set(calls[0])) == 3  # one padded batch of three
+    if batch_size == 3:
+        assert len(calls) == 1 and len(set(calls[0])) == 3  # one padded batch of three
+    else:
+        assert len(calls) == 3 and len({n for c in calls for n in c}) == 3  # three prompts of different lengths
     parts = builder.parts(b.tokenizer)
     stop = b.stop_ids(parts.end_of_turn)
     assert stop == {b.tokenizer.convert_tokens_to_ids("<|im_end|>")}
