@@ -12,7 +12,7 @@ reviewers get different documents); ``labels`` (each document's current final la
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -179,5 +179,11 @@ def open_engine(url: str) -> Engine:
                           field="store") from None
 
 
+def chunked(items: list, size: int = 500) -> Iterable[list]:
+    """``items`` in lists of at most ``size`` (SQL ``IN`` clauses stay short)."""
+    for i in range(0, len(items), size):
+        yield items[i:i + size]
+
+
 __all__ = ["metadata", "documents", "runs", "proposals", "reviews", "queue", "labels", "migrate", "open_engine",
-           "store_url", "SCHEMA_VERSION"]
+           "chunked", "store_url", "SCHEMA_VERSION"]

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable
 from typing import Any
 
 import sqlalchemy as sa
@@ -17,18 +16,15 @@ import sqlalchemy as sa
 from annotune.codebook import Codebook
 from annotune.errors import DataError
 import annotune.labelling.schema as S
-from annotune.labelling.resolve import HUMAN, Resolved, batch_of, decision_of, resolve_reviews, statement
+from annotune.labelling.schema import chunked
+from annotune.labelling.resolve import HUMAN, Resolved, resolve_reviews
+from annotune.labelling.restatements import free_external_keys, imported_changes
 
 LEASE_SECONDS = 600  # a reviewer keeps the document shown to them this long
 
 
 def dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, ensure_ascii=False, sort_keys=False)
-
-
-def chunked(items: list, size: int = 500) -> Iterable[list]:
-    for i in range(0, len(items), size):
-        yield items[i:i + size]
 
 
 def dialect_insert(conn, table):
@@ -224,20 +220,20 @@ class LabelStore:
         """Append reviews (``doc_id``, ``decision``, ``reviewer``, optional ``proposal_id``, ``item``, ``label``
         JSON data, ``note``, ``external_key``, ``created_at``). Imported reviews (with an ``external_key``) are
         added only where they change what their reviewer last decided about the same thing (`resolve.statement`,
-        `_changes`): re-importing a file adds nothing, an edited one adds its changed rows, which replace the
+        `restatements.imported_changes`): re-importing a file adds nothing, an edited one adds its changed rows, which replace the
         earlier decisions (a Y turned N takes the acceptance back; going back to the first version restores it).
         Returns how many were added."""
         added, touched = 0, set()
         now = time.time()
         with self.engine.begin() as conn:
-            rows = self._changes(conn, rows)
+            rows = imported_changes(conn, self.codebook.task, rows)
             for part in chunked(rows, 2000):
                 new = [{"doc_id": r["doc_id"], "proposal_id": r.get("proposal_id"), "item": r.get("item"),
                         "decision": r["decision"], "label": dumps(r.get("label")), "reviewer": str(r["reviewer"]),
                         "note": r.get("note"), "source": r.get("source", source),
                         "external_key": r.get("external_key"), "created_at": r.get("created_at", now),
                         "undone_at": None} for r in part]
-                self._free_external_keys(conn, new)
+                free_external_keys(conn, new)
                 if new:
                     conn.execute(S.reviews.insert(), new)
                     added += len(new)
@@ -249,56 +245,6 @@ class LabelStore:
                                          .values(leased_by=None, leased_until=None))
             self._resolve(conn, sorted(touched))  # once per document, after all its new reviews
         return added
-
-    def _changes(self, conn, rows: list[dict]) -> list[dict]:
-        """``rows`` without the imported ones (with an ``external_key``) that change nothing: for each statement
-        (`resolve.statement`), the set of decisions the rows make is already the reviewer's latest batch."""
-        imported = [r for r in rows if r.get("external_key")]
-        if not imported:
-            return rows
-        task, docs = self.codebook.task, sorted({r["doc_id"] for r in imported})
-        stored = []
-        for part in chunked(docs):
-            stored += [dict(r._mapping) for r in conn.execute(
-                sa.select(S.reviews).where(S.reviews.c.doc_id.in_(part), S.reviews.c.undone_at.is_(None)))]
-        stored.sort(key=lambda r: r["id"])
-        ids = sorted({r["proposal_id"] for r in (*stored, *imported) if r.get("proposal_id") is not None})
-        proposals = {}
-        for part in chunked(ids):
-            proposals |= {p.id: dict(p._mapping) for p in conn.execute(
-                sa.select(S.proposals.c.id, S.proposals.c.system, S.proposals.c.label)
-                .where(S.proposals.c.id.in_(part)))}
-        latest: dict[tuple, tuple[str, set]] = {}  # statement: (its latest batch, that batch's decisions)
-        for r in stored:
-            key, batch = (r["doc_id"], *statement(task, r, proposals)), batch_of(r)
-            said = decision_of(r["decision"], json.loads(r["label"]) if r["label"] is not None else None)
-            if key not in latest or latest[key][0] != batch:
-                latest[key] = (batch, set())
-            latest[key][1].add(said)
-        keys = [(r["doc_id"], *statement(task, r, proposals)) if r.get("external_key") else None for r in rows]
-        incoming: dict[tuple, set] = {}
-        for r, key in zip(rows, keys):
-            if key is not None:
-                incoming.setdefault(key, set()).add(decision_of(r["decision"], r.get("label")))
-        same = {key for key, said in incoming.items() if key in latest and latest[key][1] == said}
-        return [r for r, key in zip(rows, keys) if key not in same]
-
-    @staticmethod
-    def _free_external_keys(conn, rows: list[dict]) -> None:
-        """A restated row (a file imported again after another version changed its decision) keeps its key with
-        a suffix: ``<file sha>:<row>~2``, ``~3``, … (the key column is unique)."""
-        keys = [r["external_key"] for r in rows if r["external_key"]]
-        taken = set()
-        for part in chunked(keys):
-            taken |= set(conn.execute(sa.select(S.reviews.c.external_key)
-                                      .where(S.reviews.c.external_key.in_(part))).scalars())
-        for r in rows:
-            if r["external_key"] in taken:
-                base = r["external_key"]
-                taken |= set(conn.execute(sa.select(S.reviews.c.external_key)
-                                          .where(S.reviews.c.external_key.like(f"{base}~%"))).scalars())
-                r["external_key"] = next(f"{base}~{n}" for n in range(2, 1 << 30) if f"{base}~{n}" not in taken)
-                taken.add(r["external_key"])
 
     def undo_last(self, reviewer: str) -> str | None:
         """Mark ``reviewer``'s latest active review undone; returns its document (None: nothing to undo). The
