@@ -4,7 +4,7 @@ News, 400 training articles, documents cut to each of ``--tokens`` (default: 256
 on the same 200 held-out articles as `examples/bbc-news.toml`, next to TF-IDF (which reads whole articles) and
 MiniLM embeddings + LR trained on the same 400 articles.
 
-    python bench/head_length.py [--tokens 256 512] [--train 400] [--model gemma3-270m] [--out FILE]
+    python bench/head_length.py [--tokens 256 512] [--train 400] [--model gemma3-270m] [--seed N] [--out FILE]
 
 Prints one table (macro-F1 with its 95 % interval, training minutes, labelling docs/s, next to the
 matmul roofline of annotune's dtype here measured in the same run) and writes bench/results/head_length.json.
@@ -33,6 +33,7 @@ def main(argv=None) -> int:
     ap.add_argument("--tokens", nargs="+", type=int, default=[256, 512], help="document cuts of the head systems")
     ap.add_argument("--train", type=int, default=400, help="training articles of every trained system")
     ap.add_argument("--model", default="smollm2", help="the head's model (gemma3-270m needs the gemma extra)")
+    ap.add_argument("--seed", type=int, help="the head's training seed (default: the config's, 13)")
     ap.add_argument("--out", default=str(RESULTS / "head_length.json"))
     args = ap.parse_args(argv)
 
@@ -47,8 +48,9 @@ def main(argv=None) -> int:
     cfg = cfg.derive(train_size=n, systems=[
         {"name": f"tf-idf {n}", "type": "tfidf"},
         {"name": f"minilm embeddings + LR {n}", "type": "embedding", "model": "minilm"},
-        *({"name": f"{args.model} head {n}, {t} tokens", "type": "head", "model": args.model, "max_text_tokens": t}
-          for t in args.tokens),
+        *({"name": f"{args.model} head {n}, {t} tokens" + (f", seed {args.seed}" if args.seed is not None else ""),
+           "type": "head", "model": args.model, "max_text_tokens": t,
+           **({"seed": args.seed} if args.seed is not None else {})} for t in args.tokens),
     ])
     started = time.time()
     results = Comparison(cfg, progress=True, log=print).run()

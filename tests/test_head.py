@@ -18,6 +18,7 @@ import pytest
 from annotune.errors import ConfigError
 from annotune.experiments.compare import run_context, split_data
 from annotune.experiments.config import build_systems, load_config
+from annotune.experiments.fingerprints import fingerprint
 from annotune.finetune.head import HEAD_MANIFEST, HeadClassifier
 from annotune.finetune.thresholds import tune_scale
 
@@ -105,6 +106,22 @@ def test_a_run_folder_loads_back_with_identical_predictions(tmp_path, tiny_model
                                              extra=f'run = "{stats.extra["run"]}"')
     third, _ = other.run(train2, test2)
     assert not logs2 and [p.probs for p in third] == [p.probs for p in preds]
+
+
+def test_a_seed_of_its_own_trains_another_model_on_the_same_documents(tmp_path, tiny_model_dir):
+    """``seed`` changes the dev part and the training, not the training documents or the test split; without
+    it the run folder is the one runs from before the option had (its name leaves the seed out)."""
+    system, train, test, _ = head_system(tmp_path, tiny_model_dir)
+    seeded, train_b, test_b, _ = head_system(tmp_path, tiny_model_dir, extra="seed = 8")  # the config's seed is 7
+    assert train_b.ids == train.ids and test_b.ids == test.ids
+    assert seeded.run_folder(train_b) != system.run_folder(train)
+    before = {k: v for k, v in system.config.settings().items() if k not in ("name", "run", "train_size", "seed")}
+    assert system.run_folder(train).name == "all-" + fingerprint(before, system.context.seed, train.ids,
+                                                                 system.context.codebook.to_dict())
+    preds, stats = system.run(train, test)
+    preds_b, stats_b = seeded.run(train_b, test_b)
+    dev = [json.loads((Path(s.extra["run"]) / HEAD_MANIFEST).read_text())["data"]["dev_ids"] for s in (stats, stats_b)]
+    assert dev[0] != dev[1] and [p.probs for p in preds] != [p.probs for p in preds_b]
 
 
 def test_an_interrupted_training_resumes_to_the_same_model(tmp_path, tiny_model_dir):

@@ -50,6 +50,9 @@ class HeadConfig(SystemConfig):
     max_dev: int = Field(200, ge=0, description="At most this many dev documents (0: no dev part; the last epoch "
                                                 "is kept and nothing is tuned).")
     dtype: Dtype = Field("auto", description="auto: bf16 autocast where the CPU/GPU supports it; fp32: none.")
+    seed: int | None = Field(None, description="Training seed: the dev part, the head's initialisation, the order "
+                                               "of documents (default: the config's seed; the test split and the "
+                                               "training documents stay the config's).")
     save_steps: int = Field(50, ge=1, description="Checkpoint every this many steps (resume point).")
     run: str | None = Field(None, min_length=1, description="Run folder (default: under <output>/head/, named by a "
                                                             "fingerprint); a finished one is used as it is.")
@@ -85,7 +88,11 @@ class HeadSystem(System):
         n_dev = min(cfg.max_dev, int(round(len(train) * cfg.dev_size)))
         if n_dev < 2 or len(train) - n_dev < 2:
             return train, None
-        return train.split(test_size=n_dev, seed=self.context.seed)
+        return train.split(test_size=n_dev, seed=self.training_seed)
+
+    @property
+    def training_seed(self) -> int:
+        return self.context.seed if self.config.seed is None else self.config.seed
 
     def run_folder(self, train) -> Path:
         from annotune.experiments.fingerprints import fingerprint, slug
@@ -93,7 +100,8 @@ class HeadSystem(System):
         cfg, ctx = self.config, self.context
         if cfg.run:
             return Path(cfg.run)
-        settings = {k: v for k, v in cfg.settings().items() if k not in ("name", "run", "train_size")}
+        settings = {k: v for k, v in cfg.settings().items() if k not in ("name", "run", "train_size")
+                    and not (k == "seed" and v is None)}  # runs from before the option keep their folders
         fp = fingerprint(settings, ctx.seed, [d.id for d in train.docs], ctx.codebook.to_dict())
         return ctx.output / "head" / f"{slug(str(self.train_size or 'all'))}-{fp}"
 
@@ -111,7 +119,7 @@ class HeadSystem(System):
         folder.mkdir(parents=True, exist_ok=True)
         ctx.log(f"{self.name}: training LoRA + a classification head on {cfg.model} with {len(fit)} documents "
                 f"(dev: {len(dev) if dev else 0}), {cfg.epochs:g} epochs → {folder}")
-        HeadTrainer(ctx.codebook, cfg, seed=ctx.seed, progress=ctx.progress, log=ctx.log).train(
+        HeadTrainer(ctx.codebook, cfg, seed=self.training_seed, progress=ctx.progress, log=ctx.log).train(
             cfg.model, fit, dev, folder)
         return folder
 
