@@ -193,7 +193,7 @@ def test_generate_equals_hf_generate(backend, monkeypatch, kind, batch_size, mer
     b = _with(backend, batch_size=batch_size, max_new_tokens=8)
     calls = _spy_forward(monkeypatch, b)
     if not merged:
-        monkeypatch.setattr(local, "merge_for_decoding", lambda *args: None)
+        monkeypatch.setattr(local, "empty_like", lambda *args: None)
     docs = _docs()
     preds, stats = b.label(docs, builder, "generate", progress=False)
     if batch_size == 3:

@@ -217,6 +217,22 @@ def test_an_edited_review_table_replaces_what_it_changes(tmp_path, backend):
                         "d2": ("business", "human-verified")}
     keys = [r["external_key"] for r in store.reviews(active=False)]
     assert len(keys) == len(set(keys)) == 5 and sum("~" in k for k in keys) == 1  # d0's Y restated
+    table.write_text("id,system,label,reviewer,decision\nd1,gpt,sport,ann,N\n", encoding="utf-8")
+    project.import_file(table, kind="reviews")  # the value edited too: gpt's proposal for d1 is now rejected
+    assert finals()["d1"] == (None, "human-rejected")
+
+    # two files that disagree, imported in turn: the later one stands and importing both again changes nothing
+    first_file, second_file = tmp_path / "ann.csv", tmp_path / "ann-again.csv"
+    first_file.write_text("id,system,label,reviewer,decision\nd2,gpt,business,ann,N\n", encoding="utf-8")
+    second_file.write_text("id,system,label,reviewer,decision\nd2,gpt,business,ann,Y\n", encoding="utf-8")
+    assert project.import_file(first_file, kind="reviews")["reviews"] == 1
+    assert finals()["d2"] == (None, "human-rejected")
+    assert project.import_file(second_file, kind="reviews")["reviews"] == 1
+    count = len(store.reviews(active=False))
+    for _ in range(2):
+        project.import_file(first_file, kind="reviews")
+        project.import_file(second_file, kind="reviews")
+    assert len(store.reviews(active=False)) == count and finals()["d2"] == ("business", "human-verified")
 
     dims = Project.init(tmp_path / "dims", make_codebook("dimensions"))
     dims.import_file(write_jsonl(tmp_path / "t.jsonl", [{"id": "t0", "text": "thanks, so happy"}]), labels=False)

@@ -1,35 +1,47 @@
-"""Key/value caches for decoding many rows at once: the rows' prompt caches merged into one, with room to grow
-in place (transformers' `DynamicLayer` concatenates, copying the whole cache at every decoding step)."""
+"""Key/value caches for decoding many rows at once: the prompt caches of several batches of rows copied into
+one set of buffers with room to grow in place (transformers' `DynamicLayer` concatenates, copying the whole
+cache at every decoding step)."""
 
 from __future__ import annotations
 
 from functools import cache
 
-DECODE_BATCHES = 4  # `generate` decodes this many batches of rows together
+
+def decode_batches(device) -> int:
+    """How many batches of rows `generate` decodes together: 4 on a CPU (a decoding step reads every weight
+    once, for 8 rows or 32), 1 elsewhere (a GPU's memory holds ``batch_size`` rows' caches, no more)."""
+    return 4 if str(device) == "cpu" else 1
 
 
 def make_room(kv_cache, extra: int):
     """Give every plain layer of a filled `DynamicCache` room for ``extra`` more tokens, written in place while
-    decoding (`DynamicLayer` concatenates, copying the whole cache at every step); returns the cache."""
-    layer_type = preallocated_layer_type()
+    decoding; returns the cache."""
     for i, layer in enumerate(kv_cache.layers):
         if plain_layer(layer):
-            kv_cache.layers[i] = layer_type([layer.keys], [layer.values], layer.keys.shape[-2], extra)
+            room = preallocated_layer_type()(layer.keys, layer.values, len(layer.keys), layer.keys.shape[-2], extra)
+            room.put(0, layer.keys, layer.values)
+            kv_cache.layers[i] = room
     return kv_cache
 
 
-def merge_for_decoding(caches: list, length: int, extra: int):
-    """One cache of all rows of ``caches`` (filled `DynamicCache` objects, each padded with zeros to ``length``
-    positions), with room for ``extra`` more; None when a layer is not a plain `DynamicLayer`."""
+def empty_like(kv_cache, rows: int, length: int, extra: int):
+    """An empty cache shaped like ``kv_cache`` (a filled `DynamicCache`) for ``rows`` rows of ``length``
+    positions (zeros: the padding, masked while decoding) and ``extra`` more; fill it with `put_rows`. None
+    when a layer is not a plain `DynamicLayer` (sliding windows without a shared prefix, other caches)."""
     from transformers import DynamicCache
 
-    if not all(plain_layer(layer) for kv in caches for layer in kv.layers):
+    if not all(plain_layer(layer) for layer in kv_cache.layers):
         return None
-    layer_type = preallocated_layer_type()
     merged = DynamicCache()
-    merged.layers = [layer_type([kv.layers[i].keys for kv in caches], [kv.layers[i].values for kv in caches],
-                                length, extra) for i in range(len(caches[0].layers))]
+    merged.layers = [preallocated_layer_type()(layer.keys, layer.values, rows, length, extra)
+                     for layer in kv_cache.layers]
     return merged
+
+
+def put_rows(merged, kv_cache, first_row: int) -> None:
+    """Copy the rows of ``kv_cache`` into ``merged`` from row ``first_row`` on."""
+    for target, layer in zip(merged.layers, kv_cache.layers):
+        target.put(first_row, layer.keys, layer.values)
 
 
 def plain_layer(layer) -> bool:
@@ -40,33 +52,30 @@ def plain_layer(layer) -> bool:
 
 @cache
 def preallocated_layer_type():
+    import torch
     from transformers.cache_utils import DynamicLayer
 
     class PreallocatedLayer(DynamicLayer):
         """A `DynamicLayer` whose keys and values are views of buffers with room to grow."""
 
-        def __init__(self, keys: list, values: list, length: int, extra: int):
-            """Rows of ``keys``/``values`` (tensors [rows, heads, positions <= length, dim]) stacked, zero-padded
-            to ``length`` positions (masked while decoding), with ``extra`` free positions after them."""
+        def __init__(self, keys, values, rows: int, length: int, extra: int):
+            """Zeroed buffers for ``rows`` rows of ``length`` positions and ``extra`` free ones after them, of
+            ``keys``'/``values``' heads, head size, dtype and device."""
             super().__init__()
-            self.dtype, self.device, self.is_initialized = keys[0].dtype, keys[0].device, True
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
             self.length = length
-            self.buffers = []
-            for parts in (keys, values):
-                first = parts[0]
-                buf = first.new_zeros((sum(p.shape[0] for p in parts), first.shape[1], length + extra, first.shape[-1]))
-                row = 0
-                for part in parts:
-                    buf[row: row + part.shape[0], :, :part.shape[-2]] = part
-                    row += part.shape[0]
-                self.buffers.append(buf)
+            self.buffers = [t.new_zeros((rows, t.shape[1], length + extra, t.shape[-1])) for t in (keys, values)]
             self.keys, self.values = (buf[:, :, :length] for buf in self.buffers)
+
+        def put(self, first_row: int, keys, values) -> None:
+            for buf, part in zip(self.buffers, (keys, values)):
+                buf[first_row: first_row + part.shape[0], :, :part.shape[-2]] = part
 
         def update(self, key_states, value_states, *args, **kwargs):
             end = self.length + key_states.shape[-2]
             if end > self.buffers[0].shape[-2]:  # out of room: grow as a DynamicLayer does
-                self.buffers = [torch_cat(buf[:, :, :self.length], new) for buf, new in
-                                zip(self.buffers, (key_states, value_states))]
+                self.buffers = [torch.cat([buf[:, :, :self.length], new], dim=-2)
+                                for buf, new in zip(self.buffers, (key_states, value_states))]
             else:
                 for buf, new in zip(self.buffers, (key_states, value_states)):
                     buf[:, :, self.length:end] = new
@@ -77,10 +86,4 @@ def preallocated_layer_type():
     return PreallocatedLayer
 
 
-def torch_cat(a, b):
-    import torch
-
-    return torch.cat([a, b], dim=-2)
-
-
-__all__ = ["DECODE_BATCHES", "make_room", "merge_for_decoding", "plain_layer", "preallocated_layer_type"]
+__all__ = ["decode_batches", "make_room", "empty_like", "put_rows", "plain_layer", "preallocated_layer_type"]

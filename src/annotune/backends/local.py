@@ -16,7 +16,7 @@ import numpy as np
 
 from annotune.backends.base import (ANSWER_MODES, Backend, Prediction, RunStats, cut_document, decide_constrained,
                                     softmax)
-from annotune.backends.kv_cache import DECODE_BATCHES, make_room, merge_for_decoding
+from annotune.backends.kv_cache import decode_batches, empty_like, make_room, put_rows
 from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.finetune.thresholds import scaled
 from annotune.tasks.parsing import answer_text, parse_answer
@@ -248,7 +248,7 @@ class LocalBackend(Backend):
                 q_ids = self.encode(main_question(codebook) + prompt.suffix)
                 stop = self.stop_ids()
                 limit = self.max_new_tokens or codebook.task.max_new_tokens
-                group = self.batch_size * DECODE_BATCHES
+                group = self.batch_size * decode_batches(self.device)
                 for start in range(0, len(order), group):
                     batch = order[start: start + group]
                     rows = [doc_ids[i] + q_ids for i in batch]
@@ -344,24 +344,29 @@ class LocalBackend(Backend):
     def _generate(self, prefix_kv, prefix_len, rows, stop: set[int], limit: int,
                   top_k: int | None = None) -> list[Generation]:
         """Greedy decoding of right-padded rows after the shared prefix (``top_k`` not None: record
-        log-probabilities, see `generate`). The prompts are encoded ``batch_size`` rows at a time; the rows are
-        then decoded together (on a CPU a decoding step reads every weight once, for 8 rows or 32)."""
+        log-probabilities, see `generate`). The prompts are encoded ``batch_size`` rows at a time, each batch's
+        cache copied into one for all rows (`kv_cache`), and the rows decoded together."""
         import torch
 
+        lengths = [len(r) for r in rows]
         chunks = [list(range(i, min(i + self.batch_size, len(rows)))) for i in range(0, len(rows), self.batch_size)]
-        lasts, caches, widths = [], [], []
+        merged, lasts, out = None, [], []
         for chunk in chunks:
             hidden, kv = self._forward_tree(prefix_kv, prefix_len, [rows[r] for r in chunk],
-                                            [list(range(-1, len(rows[r]) - 1)) for r in chunk], keep_cache=True)
-            lasts.append(hidden[torch.arange(len(chunk)), torch.tensor([len(rows[r]) for r in chunk]) - 1])
-            caches.append(kv)
-            widths.append(hidden.shape[1])
-        merged = merge_for_decoding(caches, prefix_len + max(widths), limit)
-        if merged is None:  # layers of another kind (e.g. sliding windows without a prefix): chunk by chunk
-            return [g for chunk, last, kv, width in zip(chunks, lasts, caches, widths) for g in self._decode(
-                last, make_room(kv, limit), prefix_len, width, [len(rows[r]) for r in chunk], stop, limit, top_k)]
-        return self._decode(torch.cat(lasts), merged, prefix_len, max(widths), [len(r) for r in rows], stop, limit,
-                            top_k)
+                                            [list(range(-1, lengths[r] - 1)) for r in chunk], keep_cache=True)
+            last = hidden[torch.arange(len(chunk)), torch.tensor([lengths[r] for r in chunk]) - 1]
+            if len(chunks) > 1 and chunk[0] == 0:
+                merged = empty_like(kv, len(rows), prefix_len + max(lengths), limit)
+            if merged is None:  # one batch, or layers of another kind: this batch alone
+                out += self._decode(last, make_room(kv, limit), prefix_len, hidden.shape[1],
+                                    [lengths[r] for r in chunk], stop, limit, top_k)
+            else:
+                put_rows(merged, kv, chunk[0])
+                lasts.append(last)
+            del hidden, kv
+        if merged is None:
+            return out
+        return self._decode(torch.cat(lasts), merged, prefix_len, max(lengths), lengths, stop, limit, top_k)
 
     def _decode(self, last, cache, prefix_len: int, width: int, lengths: list[int], stop: set[int], limit: int,
                 top_k: int | None) -> list[Generation]:

@@ -43,7 +43,7 @@ def resolve_reviews(codebook: Codebook, reviews: list[dict], proposals: dict[int
     """The human outcome of a document's reviews (rows of the reviews table, oldest first; ``proposals``:
     the proposals they refer to, by id), or None when no active review exists."""
     task = codebook.task
-    active = latest_statements(task, [r for r in reviews if r["undone_at"] is None], proposals)
+    active = latest_statements([r for r in reviews if r["undone_at"] is None], proposals)
     if not active:
         return None
     whole = [r for r in active if r["item"] is None and (r["decision"] == "correct" or r["proposal_id"] is None
@@ -75,19 +75,16 @@ def resolve_reviews(codebook: Codebook, reviews: list[dict], proposals: dict[int
     return Resolved(task.label_to_json(merged), "human-verified", reviewer)
 
 
-def statement(task, review: dict, proposals: dict[int, dict]) -> tuple:
+def statement(review: dict, proposals: dict[int, dict]) -> tuple:
     """What one review decides about, for "a reviewer's latest decision counts": the whole document (a
-    correction, or rejecting every proposal), or one proposer's value (its whole label, or one item of it)."""
+    correction, or rejecting every proposal), or one proposer's proposal (its whole label, or one item of it:
+    a label of a multi-label task, a dimension) — whatever value the proposer proposed, so that an edited file
+    whose value or decision changed replaces the earlier decision."""
     pid = review.get("proposal_id")
     if review["decision"] == "correct" or pid is None:
         return (str(review["reviewer"]), "document")
-    item, proposal = review.get("item"), proposals.get(pid)
-    if proposal is None:
-        return (str(review["reviewer"]), "proposal", pid, item)
-    value = json.loads(proposal["label"]) if proposal["label"] is not None else None
-    if item is not None and value is not None:
-        value = task.label_items(task.label_from_json(value)).get(item)
-    return (str(review["reviewer"]), "proposal", proposal.get("system"), item, json.dumps(value, sort_keys=True))
+    proposal = proposals.get(pid)
+    return (str(review["reviewer"]), "proposal", proposal.get("system") if proposal else pid, review.get("item"))
 
 
 def batch_of(review: dict) -> str:
@@ -97,18 +94,12 @@ def batch_of(review: dict) -> str:
     return key.split(":", 1)[0] if key else f"review:{review.get('id')}"
 
 
-def latest_statements(task, reviews: list[dict], proposals: dict[int, dict]) -> list[dict]:
+def latest_statements(reviews: list[dict], proposals: dict[int, dict]) -> list[dict]:
     """``reviews`` (oldest first) without those that a later batch of the same reviewer's decisions about the
     same statement replaces (a newer version of an imported file, a later review on the page)."""
-    keys = [statement(task, r, proposals) for r in reviews]
+    keys = [statement(r, proposals) for r in reviews]
     latest = {key: batch_of(r) for r, key in zip(reviews, keys)}
     return [r for r, key in zip(reviews, keys) if batch_of(r) == latest[key]]
-
-
-def decision_of(decision: str, label: Any) -> tuple:
-    """What a review says about its statement (``label``: JSON data of a correction); two reviews that say the
-    same add nothing."""
-    return (decision, json.dumps(label, sort_keys=True))
 
 
 def _whole(task, review: dict, proposals: dict[int, dict]) -> Resolved:
@@ -124,4 +115,4 @@ def _whole(task, review: dict, proposals: dict[int, dict]) -> Resolved:
     return Resolved(task.label_to_json(empty), "human-verified", review["reviewer"])
 
 
-__all__ = ["Resolved", "resolve_reviews", "statement", "batch_of", "latest_statements", "decision_of", "HUMAN", "PROVENANCES"]
+__all__ = ["Resolved", "resolve_reviews", "statement", "batch_of", "latest_statements", "HUMAN", "PROVENANCES"]

@@ -90,7 +90,7 @@ def status(store: LabelStore) -> dict:
 
 def _acceptance(store: LabelStore) -> dict[str, dict]:
     """Per proposer: reviews of its proposals, how many accepted, the rate (every review event counts, as in
-    the seed paper's accept/reject file)."""
+    the seed paper's accept/reject file — also one that a later version of an imported file replaced)."""
     import sqlalchemy as sa
 
     from annotune.labelling import schema as S

@@ -219,14 +219,14 @@ class LabelStore:
     def add_reviews(self, rows: list[dict], *, source: str) -> int:
         """Append reviews (``doc_id``, ``decision``, ``reviewer``, optional ``proposal_id``, ``item``, ``label``
         JSON data, ``note``, ``external_key``, ``created_at``). Imported reviews (with an ``external_key``) are
-        added only where they change what their reviewer last decided about the same thing (`resolve.statement`,
-        `restatements.imported_changes`): re-importing a file adds nothing, an edited one adds its changed rows, which replace the
-        earlier decisions (a Y turned N takes the acceptance back; going back to the first version restores it).
-        Returns how many were added."""
+        added only where they change what their reviewer last decided about the same thing
+        (`restatements.imported_changes`): re-importing a file adds nothing; an edited version adds its changed
+        rows, which replace the earlier decisions (a Y turned N takes the acceptance back, going back to the
+        first version restores it). Returns how many were added."""
         added, touched = 0, set()
         now = time.time()
         with self.engine.begin() as conn:
-            rows = imported_changes(conn, self.codebook.task, rows)
+            rows = imported_changes(conn, self.codebook.task, rows, source)
             for part in chunked(rows, 2000):
                 new = [{"doc_id": r["doc_id"], "proposal_id": r.get("proposal_id"), "item": r.get("item"),
                         "decision": r["decision"], "label": dumps(r.get("label")), "reviewer": str(r["reviewer"]),
