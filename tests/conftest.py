@@ -114,6 +114,26 @@ def tiny_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_gemma_dir(tmp_path_factory, embedded_model_dir) -> Path:
+    """A randomly initialised 2-layer Gemma 3 (one sliding-window layer of 16 tokens, one global) with the
+    SmolLM2 tokenizer and chat template: prompts are far longer than its window."""
+    import torch
+    from transformers import AutoTokenizer, Gemma3ForCausalLM, Gemma3TextConfig
+
+    out = tmp_path_factory.mktemp("tiny-gemma")
+    tokenizer = AutoTokenizer.from_pretrained(embedded_model_dir)
+    torch.manual_seed(0)
+    config = Gemma3TextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                              num_attention_heads=4, num_key_value_heads=2, head_dim=8, sliding_window=16,
+                              layer_types=["sliding_attention", "full_attention"], initializer_range=0.3,
+                              max_position_embeddings=2048, bos_token_id=tokenizer.bos_token_id,
+                              eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    Gemma3ForCausalLM(config).save_pretrained(out)
+    tokenizer.save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def sharp_model_dir(tmp_path_factory, embedded_model_dir) -> Path:
     """The tiny Llama with weights 15× larger: its logits spread over several units (the 0.02-scale
     embeddings of `tiny_model_dir` keep every log-probability near -log(vocabulary)), so that LoRA can move

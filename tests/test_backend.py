@@ -219,6 +219,35 @@ def test_generate_equals_hf_generate(backend, monkeypatch, kind, batch_size, mer
     assert stats.generated_tokens == total
 
 
+def test_a_sliding_window_model_answers_as_hugging_face_does(tiny_gemma_dir):
+    """Gemma 3's sliding-window layers (16 tokens here, prompts of hundreds): the shared prefix's cache keeps
+    every token and the sliding layers' mask hides keys a window or more behind each query — generated answers
+    are HF's `generate`'s, constrained probabilities a plain forward's (prefill in two batches, then merged)."""
+    b = LocalBackend(str(tiny_gemma_dir), dtype="fp32", batch_size=2, max_new_tokens=6)
+    assert b.window == 16
+    codebook = make_codebook("single")
+    builder = PromptBuilder(codebook)
+    parts = builder.parts(b.tokenizer)
+    docs = _docs()
+    preds, _ = b.label(docs, builder, "generate", progress=False)
+    stop = b.stop_ids(parts.end_of_turn)
+    for doc, pred in zip(docs, preds):
+        ids = (_head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b.encode(parts.between)
+               + b.encode(main_question(codebook) + parts.suffix))
+        assert len(ids) > 4 * b.window
+        with torch.no_grad():
+            out = b.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                                   max_new_tokens=6, do_sample=False, eos_token_id=sorted(stop),
+                                   pad_token_id=b.tokenizer.pad_token_id)
+        new = out[0, len(ids):].tolist()
+        cut = next((i for i, t in enumerate(new) if t in stop), len(new))
+        assert pred.raw == b.tokenizer.decode(new[:cut], skip_special_tokens=False)
+    scored, _ = b.label(docs, builder, "constrained", progress=False)
+    for doc, pred in zip(docs, scored):
+        _assert_probs_close(pred.probs, decide_constrained(codebook, _reference_option_probs(b, builder, doc))[2],
+                            1e-4, log_tol=1e-4)
+
+
 def test_generate_invalid_answers_are_kept(backend):
     """The random model answers gibberish: INVALID with its raw text, never a made-up label."""
     for kind in ("single", "multi", "dimensions"):

@@ -17,7 +17,7 @@ import numpy as np
 from annotune.backends.base import (ANSWER_MODES, Backend, Prediction, RunStats, cut_document, decide_constrained,
                                     softmax)
 from annotune.backends.kv_cache import decode_batches, empty_like, make_room, put_rows
-from annotune.backends.token_trees import question_tree, tree_layout
+from annotune.backends.token_trees import attention_mask, question_tree, sliding_window, tree_layout
 from annotune.finetune.thresholds import scaled
 from annotune.tasks.parsing import answer_text, parse_answer
 from annotune.tasks.prompts import constrained_questions, main_question, render_chat
@@ -144,6 +144,7 @@ class LocalBackend(Backend):
         self.dtype = next(self.model.parameters()).dtype
         self.decoder = getattr(self.model, self.model.base_model_prefix)
         self.lm_head = self.model.get_output_embeddings()
+        self.window, self.layer_types = sliding_window(self.model.config)
 
     # ------------------------------------------------------------------ engine: tokens
     def encode(self, text: str) -> list[int]:
@@ -288,7 +289,7 @@ class LocalBackend(Backend):
 
         if not prefix_ids:
             return None
-        cache = DynamicCache(config=self.model.config)
+        cache = DynamicCache()  # plain layers: a sliding-window layer's cache would drop the prefix's start
         ids = torch.tensor([prefix_ids], device=self.device)
         self.decoder(input_ids=ids, past_key_values=cache, use_cache=True)
         return [(layer.keys, layer.values) for layer in cache.layers]
@@ -306,16 +307,17 @@ class LocalBackend(Backend):
 
         ids, pos, allowed = tree_layout(rows, parents, prefix_len, self.tokenizer.pad_token_id)
         n_rows, width = ids.shape
-        mask = torch.zeros((n_rows, 1, width, prefix_len + width), dtype=self.dtype, device=self.device)
-        mask.masked_fill_(~torch.from_numpy(allowed).to(self.device).unsqueeze(1), torch.finfo(self.dtype).min)
+        pos = torch.from_numpy(pos).to(self.device)
+        key_pos = torch.cat([torch.arange(prefix_len, device=self.device).expand(n_rows, -1), pos], dim=1)
+        mask = attention_mask(torch.from_numpy(allowed).to(self.device), pos, key_pos, self.dtype, self.window,
+                              self.layer_types)
         if prefix_kv is not None:
             cache = DynamicCache(ddp_cache_data=[(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1))
                                                  for k, v in prefix_kv])
         else:
-            cache = DynamicCache(config=self.model.config)
-        out = self.decoder(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask,
-                           position_ids=torch.from_numpy(pos).to(self.device), past_key_values=cache,
-                           use_cache=True)
+            cache = DynamicCache()  # plain layers keep every token (sliding windows are in the mask)
+        out = self.decoder(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask, position_ids=pos,
+                           past_key_values=cache, use_cache=True)
         return (out.last_hidden_state, cache) if keep_cache else out.last_hidden_state
 
     def _score(self, prefix_kv, prefix_len, doc_rows, q_rows, opt_rows) -> list[list[np.ndarray]]:
@@ -379,6 +381,7 @@ class LocalBackend(Backend):
         valid[:, :prefix_len] = True
         for r, ln in enumerate(lengths):
             valid[r, prefix_len: prefix_len + ln] = True
+        key_pos = torch.arange(prefix_len + width, device=self.device).expand(n, -1)  # padding: masked anyway
         out_tokens: list[list[int]] = [[] for _ in range(n)]
         out_lps: list[list[float]] = [[] for _ in range(n)]
         out_tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(n)]
@@ -405,9 +408,9 @@ class LocalBackend(Backend):
             if all(done) or step == limit - 1:
                 break
             valid = torch.cat([valid, torch.ones((n, 1), dtype=torch.bool, device=self.device)], dim=1)
-            mask = torch.zeros((n, 1, 1, valid.shape[1]), dtype=self.dtype, device=self.device)
-            mask.masked_fill_(~valid[:, None, None, :], torch.finfo(self.dtype).min)
             pos = torch.tensor([[prefix_len + ln + step] for ln in lengths], device=self.device)
+            key_pos = torch.cat([key_pos, pos], dim=1)
+            mask = attention_mask(valid[:, None, :], pos, key_pos, self.dtype, self.window, self.layer_types)
             ids = torch.tensor([[t] for t in next_tok], device=self.device)
             out = self.decoder(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,
                                use_cache=True)

@@ -57,4 +57,27 @@ def tree_layout(rows: list[list[int]], parents: list[list[int]], prefix_len: int
     return ids, pos + prefix_len, allowed
 
 
-__all__ = ["question_tree", "tree_layout"]
+def sliding_window(config) -> tuple[int | None, list[str]]:
+    """A model's sliding window (None when every layer attends globally) and its layer types."""
+    text_config = config.get_text_config(decoder=True)
+    types = sorted(set(getattr(text_config, "layer_types", None) or ()))
+    return (getattr(text_config, "sliding_window", None) if "sliding_attention" in types else None), types
+
+
+def attention_mask(allowed, query_pos, key_pos, dtype, window: int | None = None, layer_types=()):
+    """The additive mask [R, 1, Q, K] of ``allowed`` (a bool tensor [R, Q, K]); for a model with sliding-window
+    layers (``window``: Gemma 3) a mask per layer type, the sliding one also hiding keys a window or more
+    behind the query (positions ``query_pos`` [R, Q] and ``key_pos`` [R, K])."""
+    import torch
+
+    def additive(ok):
+        mask = torch.zeros(ok.shape, dtype=dtype, device=ok.device)
+        return mask.masked_fill_(~ok, torch.finfo(dtype).min).unsqueeze(1)
+
+    if window is None:
+        return additive(allowed)
+    near = allowed & (query_pos[:, :, None] - key_pos[:, None, :] < window)
+    return {t: additive(near if t == "sliding_attention" else allowed) for t in layer_types}
+
+
+__all__ = ["question_tree", "tree_layout", "sliding_window", "attention_mask"]
