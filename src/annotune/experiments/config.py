@@ -75,8 +75,8 @@ class ModelConfig(ConfigModel):
     name: str = Field(DEFAULT_MODEL, min_length=1, description="smollm2 (embedded), a HF folder or hub id, a "
                                                                ".gguf file or a fine-tuned run folder.")
     dtype: Dtype = Field("auto", description="auto, bf16, fp16 or fp32.")
-    batch_size: int = Field(8, ge=1, description="Documents per forward pass (`generate` then decodes four "
-                                                       "batches' answers together).")
+    batch_size: int = Field(8, ge=1, description="Documents per forward pass (on a CPU, `generate` then "
+                                                       "decodes four batches' answers together).")
     max_text_tokens: int = Field(512, ge=1, description="Document tokens kept in the prompt; where written, also "
                                                         "the cut of the documents that finetuned and head systems "
                                                         "train on.")

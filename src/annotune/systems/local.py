@@ -19,8 +19,8 @@ class LocalModelConfig(SystemConfig):
     answer: Answer = Field("generate", description="generate: free generation, parsed; constrained: the "
                                                    "probability of every allowed answer.")
     dtype: Dtype = Field("auto", description="Weights' precision: auto (bf16 where supported), bf16, fp16, fp32.")
-    batch_size: int = Field(8, ge=1, description="Documents per forward pass (`generate` then decodes four "
-                                                       "batches' answers together).")
+    batch_size: int = Field(8, ge=1, description="Documents per forward pass (on a CPU, `generate` then "
+                                                       "decodes four batches' answers together).")
     max_text_tokens: int = Field(512, ge=1, description="Document tokens kept in the prompt.")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest generated answer (default: by task kind).")
 
