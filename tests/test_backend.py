@@ -180,6 +180,16 @@ def test_constrained_is_batch_invariant(backend):
 
 
 # ---------------------------------------------------------------------------- greedy generation
+def _hf_greedy_answer(b: LocalBackend, ids: list[int], stop: set[int], max_new_tokens: int) -> list[int]:
+    """Hugging Face's greedy continuation of ``ids``, cut before the first stop token."""
+    with torch.no_grad():
+        out = b.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
+                               max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=sorted(stop),
+                               pad_token_id=b.tokenizer.pad_token_id)
+    new = out[0, len(ids):].tolist()
+    return new[: next((i for i, t in enumerate(new) if t in stop), len(new))]
+
+
 @pytest.mark.parametrize("kind,batch_size,merged", [("single", 3, True), ("multi", 3, True), ("single", 1, True),
                                                      ("single", 1, False)])
 def test_generate_equals_hf_generate(backend, monkeypatch, kind, batch_size, merged):
@@ -207,15 +217,10 @@ def test_generate_equals_hf_generate(backend, monkeypatch, kind, batch_size, mer
     total = 0
     for doc, pred in zip(docs, preds):
         ids = _head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b.encode(parts.between) + q_ids
-        with torch.no_grad():
-            out = b.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                   max_new_tokens=8, do_sample=False, eos_token_id=sorted(stop),
-                                   pad_token_id=b.tokenizer.pad_token_id)
-        new = out[0, len(ids):].tolist()
-        cut = next((i for i, t in enumerate(new) if t in stop), len(new))
+        answer = _hf_greedy_answer(b, ids, stop, 8)
         assert pred.id == doc.id
-        assert pred.raw == b.tokenizer.decode(new[:cut], skip_special_tokens=False)
-        total += cut
+        assert pred.raw == b.tokenizer.decode(answer, skip_special_tokens=False)
+        total += len(answer)
     assert stats.generated_tokens == total
 
 
@@ -235,13 +240,7 @@ def test_a_sliding_window_model_answers_as_hugging_face_does(tiny_gemma_dir):
         ids = (_head_ids(b, parts) + b._doc_ids(doc.text, RunStats()) + b.encode(parts.between)
                + b.encode(main_question(codebook) + parts.suffix))
         assert len(ids) > 4 * b.window
-        with torch.no_grad():
-            out = b.model.generate(torch.tensor([ids]), attention_mask=torch.ones(1, len(ids), dtype=torch.long),
-                                   max_new_tokens=6, do_sample=False, eos_token_id=sorted(stop),
-                                   pad_token_id=b.tokenizer.pad_token_id)
-        new = out[0, len(ids):].tolist()
-        cut = next((i for i, t in enumerate(new) if t in stop), len(new))
-        assert pred.raw == b.tokenizer.decode(new[:cut], skip_special_tokens=False)
+        assert pred.raw == b.tokenizer.decode(_hf_greedy_answer(b, ids, stop, 6), skip_special_tokens=False)
     scored, _ = b.label(docs, builder, "constrained", progress=False)
     for doc, pred in zip(docs, scored):
         _assert_probs_close(pred.probs, decide_constrained(codebook, _reference_option_probs(b, builder, doc))[2],

@@ -308,8 +308,7 @@ class LocalBackend(Backend):
         ids, pos, allowed = tree_layout(rows, parents, prefix_len, self.tokenizer.pad_token_id)
         n_rows, width = ids.shape
         pos = torch.from_numpy(pos).to(self.device)
-        key_pos = torch.cat([torch.arange(prefix_len, device=self.device).expand(n_rows, -1), pos], dim=1)
-        mask = attention_mask(torch.from_numpy(allowed).to(self.device), pos, key_pos, self.dtype, self.window,
+        mask = attention_mask(torch.from_numpy(allowed).to(self.device), pos, None, self.dtype, self.window,
                               self.layer_types)
         if prefix_kv is not None:
             cache = DynamicCache(ddp_cache_data=[(k.expand(n_rows, -1, -1, -1), v.expand(n_rows, -1, -1, -1))
@@ -381,7 +380,7 @@ class LocalBackend(Backend):
         valid[:, :prefix_len] = True
         for r, ln in enumerate(lengths):
             valid[r, prefix_len: prefix_len + ln] = True
-        key_pos = torch.arange(prefix_len + width, device=self.device).expand(n, -1)  # padding: masked anyway
+        key_pos = torch.arange(prefix_len + width, device=self.device).expand(n, -1) if self.window else None
         out_tokens: list[list[int]] = [[] for _ in range(n)]
         out_lps: list[list[float]] = [[] for _ in range(n)]
         out_tops: list[list[list[tuple[int, float]]]] = [[] for _ in range(n)]
@@ -409,7 +408,7 @@ class LocalBackend(Backend):
                 break
             valid = torch.cat([valid, torch.ones((n, 1), dtype=torch.bool, device=self.device)], dim=1)
             pos = torch.tensor([[prefix_len + ln + step] for ln in lengths], device=self.device)
-            key_pos = torch.cat([key_pos, pos], dim=1)
+            key_pos = torch.cat([key_pos, pos], dim=1) if self.window else None
             mask = attention_mask(valid[:, None, :], pos, key_pos, self.dtype, self.window, self.layer_types)
             ids = torch.tensor([[t] for t in next_tok], device=self.device)
             out = self.decoder(input_ids=ids, attention_mask=mask, position_ids=pos, past_key_values=cache,

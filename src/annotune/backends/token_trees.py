@@ -67,7 +67,8 @@ def sliding_window(config) -> tuple[int | None, list[str]]:
 def attention_mask(allowed, query_pos, key_pos, dtype, window: int | None = None, layer_types=()):
     """The additive mask [R, 1, Q, K] of ``allowed`` (a bool tensor [R, Q, K]); for a model with sliding-window
     layers (``window``: Gemma 3) a mask per layer type, the sliding one also hiding keys a window or more
-    behind the query (positions ``query_pos`` [R, Q] and ``key_pos`` [R, K])."""
+    behind the query (positions ``query_pos`` [R, Q] and ``key_pos`` [R, K]; None: the keys are a prefix at
+    positions 0, 1, … followed by the queries themselves, as in `tree_layout`)."""
     import torch
 
     def additive(ok):
@@ -76,6 +77,9 @@ def attention_mask(allowed, query_pos, key_pos, dtype, window: int | None = None
 
     if window is None:
         return additive(allowed)
+    if key_pos is None:
+        prefix = torch.arange(allowed.shape[-1] - query_pos.shape[1], device=query_pos.device)
+        key_pos = torch.cat([prefix.expand(len(query_pos), -1), query_pos], dim=1)
     near = allowed & (query_pos[:, :, None] - key_pos[:, None, :] < window)
     return {t: additive(near if t == "sliding_attention" else allowed) for t in layer_types}
 

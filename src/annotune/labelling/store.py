@@ -226,23 +226,20 @@ class LabelStore:
         added, touched = 0, set()
         now = time.time()
         with self.engine.begin() as conn:
-            rows = imported_changes(conn, self.codebook.task, rows, source)
-            for part in chunked(rows, 2000):
-                new = [{"doc_id": r["doc_id"], "proposal_id": r.get("proposal_id"), "item": r.get("item"),
-                        "decision": r["decision"], "label": dumps(r.get("label")), "reviewer": str(r["reviewer"]),
-                        "note": r.get("note"), "source": r.get("source", source),
-                        "external_key": r.get("external_key"), "created_at": r.get("created_at", now),
-                        "undone_at": None} for r in part]
-                free_external_keys(conn, new)
-                if new:
-                    conn.execute(S.reviews.insert(), new)
-                    added += len(new)
-                    touched |= {r["doc_id"] for r in new}
-                    for reviewer, docs in group_by_reviewer(new).items():  # a decided document's lease ends
-                        for ids in chunked(docs):
-                            conn.execute(S.queue.update().where(S.queue.c.doc_id.in_(ids),
-                                                                S.queue.c.leased_by == reviewer)
-                                         .values(leased_by=None, leased_until=None))
+            rows = [{"doc_id": r["doc_id"], "proposal_id": r.get("proposal_id"), "item": r.get("item"),
+                     "decision": r["decision"], "label": dumps(r.get("label")), "reviewer": str(r["reviewer"]),
+                     "note": r.get("note"), "source": r.get("source", source), "external_key": r.get("external_key"),
+                     "created_at": r.get("created_at", now), "undone_at": None}
+                    for r in imported_changes(conn, self.codebook.task, rows, source)]
+            free_external_keys(conn, rows)  # once for the whole import: one key query per file version
+            for new in chunked(rows, 2000):
+                conn.execute(S.reviews.insert(), new)
+                added += len(new)
+                touched |= {r["doc_id"] for r in new}
+                for reviewer, docs in group_by_reviewer(new).items():  # a decided document's lease ends
+                    for ids in chunked(docs):
+                        conn.execute(S.queue.update().where(S.queue.c.doc_id.in_(ids), S.queue.c.leased_by == reviewer)
+                                     .values(leased_by=None, leased_until=None))
             self._resolve(conn, sorted(touched))  # once per document, after all its new reviews
         return added
 
