@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from annotune.backends.attention import use_fast_cpu_attention
 from annotune.backends.models import load_tokenizer, pool_hidden_states
 from annotune.codebook import Codebook
 from annotune.environment import hardware, library_versions
@@ -162,6 +163,8 @@ class HeadTrainer:
         _, offsets = question_layout(self.codebook)
         torch.manual_seed(self.seed)
         backbone = AutoModel.from_pretrained(path, dtype=torch.float32)
+        if device == "cpu":
+            use_fast_cpu_attention(backbone)
         hidden = backbone.config.get_text_config().hidden_size
         lora = LoraConfig(r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout, target_modules=cfg.target_modules)
         backbone = get_peft_model(backbone, lora)
@@ -348,6 +351,8 @@ class HeadClassifier:
         base = resolve(manifest["base_model"]["spec"])
         backbone = AutoModel.from_pretrained(loadable_path(base), dtype=torch.float32)
         backbone = PeftModel.from_pretrained(backbone, run / ADAPTER).merge_and_unload()
+        if device == "cpu":
+            use_fast_cpu_attention(backbone)
         weights = load_file(run / HEAD_WEIGHTS)
         hidden, outputs = weights["1.weight"].shape[1], weights["1.weight"].shape[0]
         head = _head_module(hidden, outputs)

@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from annotune.backends.attention import use_fast_cpu_attention
 from annotune.codebook import Codebook
 from annotune.data.dataset import Doc
 from annotune.environment import hardware, library_versions
@@ -128,6 +129,8 @@ class FineTuner:
                 load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                 bnb_4bit_compute_dtype=torch.bfloat16), "dtype": torch.bfloat16}
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+        if device == "cpu":
+            use_fast_cpu_attention(model)
         return model, tokenizer, source
 
     # ------------------------------------------------------------------ train
@@ -359,6 +362,8 @@ def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
     tokenizer = load_tokenizer(path)
     model.to(device).eval()
+    if device == "cpu":
+        use_fast_cpu_attention(model)
     return model, tokenizer, manifest
 
 

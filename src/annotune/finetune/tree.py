@@ -19,6 +19,7 @@ import functools
 
 import numpy as np
 
+from annotune.backends.attention import uses_boolean_masks
 from annotune.backends.local import ConstrainedPrompt, document_ids
 from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.errors import ConfigError
@@ -83,7 +84,7 @@ def tree_trainer_class():
             self.tokens_seen = 0
             self.prefix_tokens_saved = 0
             config = self.accelerator.unwrap_model(self.model).config
-            self.bool_mask = getattr(config, "_attn_implementation", None) == "sdpa"
+            self.bool_mask = uses_boolean_masks(config)
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             ids, allowed, index = inputs["input_ids"], inputs["tree_mask"], inputs["target_index"]

@@ -1,0 +1,102 @@
+"""Attention on a CPU: short rows through plain matrix products, long ones through SDPA's flash kernel.
+
+PyTorch's CPU flash-attention kernel (what ``sdpa`` runs there) is slow on the short rows annotune trains and
+labels: for SmolLM2-135M's 9 heads of 64 dimensions in bf16 on 2 cores, batch 8 of 165 queries over 225 keys,
+its forward and backward took 45 ms per layer where two batched matrix products and a softmax took 19 ms, its
+forward alone 10 ms against 5 ms (150 over 250), a decoding step of 32 rows 1.4 ms against 0.6 — the same
+results up to rounding (`bench/attention.py`). The kernel wins on large batches of long rows and holds no
+[batch × heads × queries × keys] score tensor, so above 6 million scores (8 million while training) the
+kernel runs.
+`use_fast_cpu_attention` switches a model that uses ``sdpa`` to `ATTENTION`, which takes the matrix-product
+path on a CPU below those sizes and calls Hugging Face's ``sdpa`` function otherwise (GPUs, long rows,
+soft-capped logits, attention dropout, per-head masks).
+"""
+
+from __future__ import annotations
+
+ATTENTION = "annotune_cpu"
+# batch × heads × queries × keys of the score tensor, above which the flash kernel runs (bench/attention.py, bf16,
+# 2 cores: forward and backward faster up to 7-9 M, slower from 10-19 M; forward alone faster up to 5 M, slower
+# from 10 M, both seen between)
+MAX_TRAINING_SCORES = 8_000_000
+MAX_INFERENCE_SCORES = 6_000_000
+
+
+def matrix_attention(module, query, key, value, attention_mask, scaling: float | None, is_causal: bool | None):
+    """softmax(q kᵀ · scale + mask) v with each key/value head serving its group of query heads without copies
+    (query [B, H, Q, D], key/value [B, Hkv, K, D]); returns [B, Q, H, D] as HF's attention functions do."""
+    import torch
+
+    batch, heads, q_len, dim = query.shape
+    kv_heads, k_len = key.shape[1], key.shape[2]
+    group = heads // kv_heads
+    scale = dim ** -0.5 if scaling is None else scaling
+    grouped = (query * scale).reshape(batch, kv_heads, group * q_len, dim)
+    scores = torch.matmul(grouped, key.transpose(-1, -2)).view(batch, kv_heads, group, q_len, k_len)
+    if attention_mask is None:
+        causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
+        if causal and q_len > 1:  # bottom-right aligned: the queries are the last q_len keys
+            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+    unseeing = None
+    if attention_mask is not None:
+        mask = attention_mask[..., None, :, :] if attention_mask.dim() == 4 else attention_mask
+        if mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+            unseeing = ~mask.any(-1, keepdim=True)  # queries that see no key (padding): 0, as sdpa gives
+        else:
+            scores = scores + mask.to(scores.dtype)
+    probs = torch.softmax(scores, dim=-1)
+    if unseeing is not None and unseeing.any():
+        probs = probs.masked_fill(unseeing, 0.0)
+    probs = probs.view(batch, kv_heads, group * q_len, k_len)
+    out = torch.matmul(probs, value).view(batch, heads, q_len, dim)
+    return out.transpose(1, 2).contiguous()
+
+
+def attention_forward(module, query, key, value, attention_mask, dropout: float = 0.0, scaling: float | None = None,
+                      is_causal: bool | None = None, **kwargs):
+    """An attention function of Hugging Face's `AttentionInterface`."""
+    import torch
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    limit = MAX_TRAINING_SCORES if torch.is_grad_enabled() else MAX_INFERENCE_SCORES
+    batch, heads, queries = query.shape[:3]
+    short = batch * heads * queries * key.shape[2] <= limit and heads % key.shape[1] == 0
+    mask_fits = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)
+    if (query.device.type == "cpu" and short and mask_fits and not dropout
+            and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
+            and not kwargs.get("output_attentions")):
+        return matrix_attention(module, query, key, value, attention_mask, scaling, is_causal), None
+    return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
+                                  is_causal=is_causal, **kwargs)
+
+
+def register() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(ATTENTION, attention_forward)
+    AttentionMaskInterface.register(ATTENTION, sdpa_mask)  # the masks sdpa gets
+
+
+def use_fast_cpu_attention(model) -> bool:
+    """Switch a model that attends through ``sdpa`` to `ATTENTION` (for a CPU); False where it cannot (another
+    implementation, or a model without Hugging Face's attention interface)."""
+    config = model.config
+    if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
+        return False
+    register()
+    try:
+        model.set_attn_implementation(ATTENTION)
+    except (ValueError, ImportError):
+        return False
+    return getattr(model.config, "_attn_implementation", None) == ATTENTION
+
+
+def uses_boolean_masks(config) -> bool:
+    """Whether the model's attention takes boolean masks (sdpa and `ATTENTION`; eager adds a float mask)."""
+    return getattr(config, "_attn_implementation", None) in ("sdpa", ATTENTION)
+
+
+__all__ = ["ATTENTION", "MAX_INFERENCE_SCORES", "MAX_TRAINING_SCORES", "attention_forward", "matrix_attention", "register",
+           "use_fast_cpu_attention", "uses_boolean_masks"]
