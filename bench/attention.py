@@ -3,12 +3,18 @@
 matrix-product path (`annotune.backends.attention`), forward alone and forward + backward, at the shapes
 annotune trains and labels with SmolLM2-135M (9 query heads, 3 key/value heads, 64 dimensions).
 
-    python bench/attention.py [--out bench/results/attention.json]
+    python bench/attention.py [--tasks bbc-quick bbc flourishing] [--steps 11] [--out bench/results/attention.json]
 
 Each shape is timed in the dtype annotune computes in here (bf16 where the CPU has it natively, fp32 otherwise),
 the best of 5 runs, both ways in the same process; the table gives milliseconds, the speed-up of the matrix path,
 and the largest difference of its output (and, for training shapes, its gradients) from SDPA's relative to
-their size. ``path`` is the one `annotune.backends.attention` takes for that shape.
+their size. ``path`` is the one annotune takes for that shape (the matrix path only while training: on whole
+labelling runs it gained too little, see `annotune.backends.attention`).
+
+Then whole LoRA training steps (`bench/train_speed.py`'s setting: the example configs' prompts, batch 8, shared
+prefix) for each of ``--tasks``, one fresh process per task, the model switched between ``sdpa`` and annotune's
+attention at every step (odd steps annotune's, even steps sdpa; the first two left out), so both see the same
+machine at the same time: mean seconds per step of each and the speed-up.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchlib import write_result
+from benchlib import ChildFailed, report_child_result, run_child, write_result
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
@@ -82,14 +88,70 @@ def measure(batch: int, queries: int, keys: int, backward: bool, dtype) -> dict:
             "speedup": seconds["sdpa"] / seconds["matrix"], "relative_difference": difference}
 
 
+TRAINING = {"bbc-quick": ("bbc", {"max_text_tokens": 128}), "bbc": ("bbc", {}), "flourishing": ("flourishing", {})}
+
+
+def alternating_steps(task: str, steps: int) -> dict:
+    """Train ``steps`` steps in this process (a child), switching the attention at every step."""
+    import random
+
+    from transformers import TrainerCallback
+
+    from annotune.backends.attention import ATTENTION
+    from annotune.environment import quiet_libraries
+    from annotune.experiments.compare import split_data
+    from annotune.experiments.config import load_config
+    from annotune.finetune.trainer import FineTuner
+    from train_speed import TASKS
+
+    quiet_libraries()
+    name, overrides = TRAINING[task]
+    config, split, finetune = TASKS[name]
+    cfg = load_config(ROOT / "examples" / config)
+    if split or finetune:
+        cfg = cfg.derive(**({"split": split} if split else {}), **({"finetune": finetune} if finetune else {}))
+    train, _ = split_data(cfg, cfg.load_data())
+    settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, **overrides})
+    docs = list(train.docs)
+    random.Random(0).shuffle(docs)
+    trainer, _ = FineTuner(cfg.codebook, settings, base_model="smollm2").build_trainer(
+        docs[: settings.batch_size * steps], f"/tmp/annotune-attention-{task}", progress=False)
+    trainer.args.max_steps = steps
+    model = trainer.model.get_base_model()
+    seconds: dict[str, list[float]] = {"sdpa": [], ATTENTION: []}
+
+    class Alternate(TrainerCallback):
+        def on_step_begin(self, args, state, control, **kwargs):
+            self.way = ATTENTION if state.global_step % 2 else "sdpa"
+            model.set_attn_implementation(self.way)
+            self.started = time.perf_counter()
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step > 2:
+                seconds[self.way].append(time.perf_counter() - self.started)
+
+    trainer.add_callback(Alternate())
+    trainer.train()
+    sdpa, ours = (sum(v) / len(v) for v in (seconds["sdpa"], seconds[ATTENTION]))
+    return {"task": task, "steps": steps, "sdpa_s_per_step": sdpa, "annotune_s_per_step": ours,
+            "speedup": sdpa / ours, "timed_steps": {k: len(v) for k, v in seconds.items()}}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--tasks", nargs="*", default=list(TRAINING), choices=list(TRAINING),
+                    help="training tasks timed step by step (none: kernels only)")
+    ap.add_argument("--steps", type=int, default=11, help="training steps per task (the first two left out)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "attention.json"))
+    ap.add_argument("--one", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.one:
+        report_child_result(alternating_steps(args.one, args.steps))
+        return 0
 
     import torch
 
-    from annotune.backends.attention import MAX_INFERENCE_SCORES, MAX_TRAINING_SCORES
+    from annotune.backends.attention import MAX_SCORES
     from annotune.environment import hardware, library_versions
     from labelling_speed import native_bf16, working_roofline
 
@@ -99,19 +161,30 @@ def main(argv=None) -> int:
     rows = []
     print("shape | batch × queries × keys | pass | path | SDPA ms | matrix ms | × | rel. difference")
     for what, batch, queries, keys, backward in SHAPES:
-        limit = MAX_TRAINING_SCORES if backward else MAX_INFERENCE_SCORES
         row = {"shape": what, "batch": batch, "queries": queries, "keys": keys, "backward": backward,
-               "path": "matrix" if batch * 9 * queries * keys <= limit else "sdpa",
+               "path": "matrix" if backward and batch * 9 * queries * keys <= MAX_SCORES else "sdpa",
                **measure(batch, queries, keys, backward, dtype)}
         rows.append(row)
         print(f"{what} | {batch} × {queries} × {keys} | {'fwd+bwd' if backward else 'fwd'} | {row['path']} | "
               f"{row['sdpa_ms']:.1f} | {row['matrix_ms']:.1f} | {row['speedup']:.2f} | "
               f"{row['relative_difference']:.1e}", flush=True)
+    steps = []
+    if args.tasks:
+        print("\ntraining task | sdpa s/step | annotune s/step | ×")
+    for task in args.tasks:
+        try:
+            row = run_child(__file__, ["--steps", str(args.steps), "--one", task])
+        except ChildFailed as exc:
+            print(exc, file=sys.stderr)
+            return 1
+        steps.append(row)
+        print(f"{task} | {row['sdpa_s_per_step']:.2f} | {row['annotune_s_per_step']:.2f} | {row['speedup']:.2f}",
+              flush=True)
     print(f"{roof['dtype']} roofline {roof['gflops']:.0f} GFLOP/s, {torch.get_num_threads()} threads")
     write_result(args.out, {"bench": "attention", "date": time.strftime("%Y-%m-%d"),
                             "seconds": round(time.time() - started, 1), "hardware": hardware(),
                             "libraries": library_versions(), "dtype": str(dtype).replace("torch.", ""),
-                            "roofline": roof, "rows": rows})
+                            "roofline": roof, "rows": rows, "training_steps": steps})
     return 0
 
 

@@ -1,25 +1,25 @@
-"""Attention on a CPU: short rows through plain matrix products, long ones through SDPA's flash kernel.
+"""Attention for training on a CPU: short rows through plain matrix products, long ones through SDPA.
 
-PyTorch's CPU flash-attention kernel (what ``sdpa`` runs there) is slow on the short rows annotune trains and
-labels: for SmolLM2-135M's 9 heads of 64 dimensions in bf16 on 2 cores, batch 8 of 165 queries over 225 keys,
-its forward and backward took 45 ms per layer where two batched matrix products and a softmax took 19 ms, its
-forward alone 10 ms against 5 ms (150 over 250), a decoding step of 32 rows 1.4 ms against 0.6 — the same
-results up to rounding (`bench/attention.py`). The kernel wins on large batches of long rows and holds no
-[batch × heads × queries × keys] score tensor, so above 6 million scores (8 million while training) the
-kernel runs.
+PyTorch's CPU flash-attention kernel (what ``sdpa`` runs there) is slow on the short rows annotune trains on:
+for SmolLM2-135M's 9 heads of 64 dimensions in bf16 on 2 cores, batch 8 of 165 queries over 225 keys, its
+forward and backward took 32-51 ms per layer where two batched matrix products and a softmax took 11-15 ms —
+the same gradients up to rounding (`bench/attention.py`). Whole training steps, alternating the two in one
+process: 1.25x faster on the quick BBC example, 1.15x on 256-token articles, 1.32x on flourishing. The kernel
+wins on large batches of long rows and holds no [batch × heads × queries × keys] score tensor, so above 8
+million scores it runs. Labelling gained too little to switch (forward alone: 0.93-1.17x on whole BBC runs,
+and a few near-tied labels flipped with the rounding), so inference keeps ``sdpa``.
+
 `use_fast_cpu_attention` switches a model that uses ``sdpa`` to `ATTENTION`, which takes the matrix-product
-path on a CPU below those sizes and calls Hugging Face's ``sdpa`` function otherwise (GPUs, long rows,
-soft-capped logits, attention dropout, per-head masks).
+path while gradients are recorded on a CPU below that size and calls Hugging Face's ``sdpa`` function
+otherwise (no gradients, GPUs, long rows, soft-capped logits, attention dropout, per-head masks).
 """
 
 from __future__ import annotations
 
-ATTENTION = "annotune_cpu"
-# batch × heads × queries × keys of the score tensor, above which the flash kernel runs (bench/attention.py, bf16,
-# 2 cores: forward and backward faster up to 7-9 M, slower from 10-19 M; forward alone faster up to 5 M, slower
-# from 10 M, both seen between)
-MAX_TRAINING_SCORES = 8_000_000
-MAX_INFERENCE_SCORES = 6_000_000
+ATTENTION = "annotune_cpu_training"
+# batch × heads × queries × keys of the score tensor above which the flash kernel runs (bench/attention.py, bf16,
+# 2 cores: forward and backward faster up to 7-9 M, slower from 10-19 M)
+MAX_SCORES = 8_000_000
 
 
 def matrix_attention(module, query, key, value, attention_mask, scaling: float | None, is_causal: bool | None):
@@ -59,11 +59,10 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    limit = MAX_TRAINING_SCORES if torch.is_grad_enabled() else MAX_INFERENCE_SCORES
     batch, heads, queries = query.shape[:3]
-    short = batch * heads * queries * key.shape[2] <= limit and heads % key.shape[1] == 0
+    short = batch * heads * queries * key.shape[2] <= MAX_SCORES and heads % key.shape[1] == 0
     mask_fits = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)
-    if (query.device.type == "cpu" and short and mask_fits and not dropout
+    if (query.device.type == "cpu" and torch.is_grad_enabled() and short and mask_fits and not dropout
             and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
             and not kwargs.get("output_attentions")):
         return matrix_attention(module, query, key, value, attention_mask, scaling, is_causal), None
@@ -80,8 +79,8 @@ def register() -> None:
 
 
 def use_fast_cpu_attention(model) -> bool:
-    """Switch a model that attends through ``sdpa`` to `ATTENTION` (for a CPU); False where it cannot (another
-    implementation, or a model without Hugging Face's attention interface)."""
+    """Switch a model that attends through ``sdpa`` to `ATTENTION` (for training on a CPU); False where it
+    cannot (another implementation, or a model without Hugging Face's attention interface)."""
     config = model.config
     if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
         return False
@@ -98,5 +97,5 @@ def uses_boolean_masks(config) -> bool:
     return getattr(config, "_attn_implementation", None) in ("sdpa", ATTENTION)
 
 
-__all__ = ["ATTENTION", "MAX_INFERENCE_SCORES", "MAX_TRAINING_SCORES", "attention_forward", "matrix_attention", "register",
-           "use_fast_cpu_attention", "uses_boolean_masks"]
+__all__ = ["ATTENTION", "MAX_SCORES", "attention_forward", "matrix_attention", "register", "use_fast_cpu_attention",
+           "uses_boolean_masks"]

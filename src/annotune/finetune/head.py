@@ -351,8 +351,6 @@ class HeadClassifier:
         base = resolve(manifest["base_model"]["spec"])
         backbone = AutoModel.from_pretrained(loadable_path(base), dtype=torch.float32)
         backbone = PeftModel.from_pretrained(backbone, run / ADAPTER).merge_and_unload()
-        if device == "cpu":
-            use_fast_cpu_attention(backbone)
         weights = load_file(run / HEAD_WEIGHTS)
         hidden, outputs = weights["1.weight"].shape[1], weights["1.weight"].shape[0]
         head = _head_module(hidden, outputs)

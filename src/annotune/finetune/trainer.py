@@ -362,8 +362,6 @@ def load_run(path: str | Path, *, dtype: str | None = "auto", device: str | None
         model = PeftModel.from_pretrained(model, path).merge_and_unload()
     tokenizer = load_tokenizer(path)
     model.to(device).eval()
-    if device == "cpu":
-        use_fast_cpu_attention(model)
     return model, tokenizer, manifest
 
 

@@ -21,7 +21,6 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field
 
-from annotune.backends.attention import use_fast_cpu_attention
 from annotune.backends.base import RunStats
 from annotune.backends.models import load_tokenizer, pool_hidden_states
 from annotune.config import Dtype, resolve_model_path
@@ -92,8 +91,6 @@ class _Encoder:
 
         tokenizer = load_tokenizer(self.path, padding_side="right")
         model = AutoModel.from_pretrained(self.path, dtype=dtype).to(device).eval()
-        if device == "cpu":
-            use_fast_cpu_attention(model)
         return model, tokenizer
 
     def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
