@@ -4,10 +4,10 @@ PyTorch's CPU flash-attention kernel (what ``sdpa`` runs there) is slow on the s
 for SmolLM2-135M's 9 heads of 64 dimensions in bf16 on 2 cores, batch 8 of 165 queries over 225 keys, its
 forward and backward took 32-51 ms per layer where two batched matrix products and a softmax took 11-15 ms —
 the same gradients up to rounding (`bench/attention.py`). Whole training steps, alternating the two in one
-process: 1.25x faster on the quick BBC example, 1.15x on 256-token articles, 1.32x on flourishing. The kernel
-wins on large batches of long rows and holds no [batch × heads × queries × keys] score tensor, so above 8
-million scores it runs. Labelling gained too little to switch (forward alone: 0.93-1.17x on whole BBC runs,
-and a few near-tied labels flipped with the rounding), so inference keeps ``sdpa``.
+process: 1.21-1.25x faster on the quick BBC example, 1.11-1.15x on 256-token articles, 1.12-1.32x on
+flourishing (two runs). The kernel wins on large batches of long rows and holds no [batch × heads × queries ×
+keys] score tensor, so above 8 million scores it runs. Labelling gained too little to switch (0.93-1.17x on
+whole BBC runs, and a few near-tied labels flipped with the rounding), so inference keeps ``sdpa``.
 
 `use_fast_cpu_attention` switches a model that uses ``sdpa`` to `ATTENTION`, which takes the matrix-product
 path while gradients are recorded on a CPU below that size and calls Hugging Face's ``sdpa`` function
