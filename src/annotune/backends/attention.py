@@ -6,7 +6,8 @@ forward and backward took 32-51 ms per layer where two batched matrix products a
 the same gradients up to rounding (`bench/attention.py`). Whole training steps, alternating the two in one
 process: 1.21-1.25x faster on the quick BBC example, 1.11-1.15x on 256-token articles, 1.12-1.32x on
 flourishing (two runs). The kernel wins on large batches of long rows and holds no [batch × heads × queries ×
-keys] score tensor, so above 8 million scores it runs. Labelling gained too little to switch (0.93-1.17x on
+keys] score tensor, so above 8 million scores per 64 head dimensions it runs (Gemma 3's 256-dimension heads:
+the matrix path was 1.3-1.9x faster up to 33 million scores, 8 × 1,024 × 1,024 × 4 heads). Labelling gained too little to switch (0.93-1.17x on
 whole BBC runs, and a few near-tied labels flipped with the rounding), so inference keeps ``sdpa``.
 
 `use_fast_cpu_attention` switches a model that uses ``sdpa`` to `ATTENTION`, which takes the matrix-product
@@ -17,8 +18,9 @@ otherwise (no gradients, GPUs, long rows, soft-capped logits, attention dropout,
 from __future__ import annotations
 
 ATTENTION = "annotune_cpu_training"
-# batch × heads × queries × keys of the score tensor above which the flash kernel runs (bench/attention.py, bf16,
-# 2 cores: forward and backward faster up to 7-9 M, slower from 10-19 M)
+# batch × heads × queries × keys of the score tensor above which the flash kernel runs, for 64-dimension heads and
+# in proportion for others (bench/attention.py, bf16, 2 cores: forward and backward faster up to 7-9 M, slower
+# from 10-19 M with 64 dimensions; faster up to 33 M, the largest measured, with 256)
 MAX_SCORES = 8_000_000
 
 
@@ -59,8 +61,8 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     import torch
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    batch, heads, queries = query.shape[:3]
-    short = batch * heads * queries * key.shape[2] <= MAX_SCORES and heads % key.shape[1] == 0
+    batch, heads, queries, dim = query.shape
+    short = batch * heads * queries * key.shape[2] <= MAX_SCORES * dim / 64 and heads % key.shape[1] == 0
     mask_fits = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)
     if (query.device.type == "cpu" and torch.is_grad_enabled() and short and mask_fits and not dropout
             and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
