@@ -309,3 +309,17 @@ def test_annotune_finetune_under_torchrun_trains_one_model_across_two_processes(
     assert train == 20 and manifest["resolved"]["steps"] == 5
     model, _, loaded = load_run(run, dtype="fp32")
     assert loaded["data"]["sha256"] == manifest["data"]["sha256"] and model.training is False
+
+
+def test_the_manifest_dev_loss_is_the_final_weights_loss(tmp_path, tiny_model_dir):
+    """The last step's logged evaluation stands in for a second pass over the dev documents; it must be the
+    loss a fresh evaluation of the final weights gives (before the best dev state is restored)."""
+    from annotune.finetune.trainer import final_evaluation
+
+    tuner = FineTuner(make_codebook("single"), small_config(), base_model=str(tiny_model_dir))
+    trainer, _ = tuner.build_trainer(docs(), tmp_path / "run", progress=False, log=lambda m: None)
+    result = trainer.train()
+    logged = final_evaluation(trainer, result.global_step)
+    assert logged in trainer.state.log_history  # reused, not recomputed
+    assert logged["eval_loss"] == pytest.approx(trainer.evaluate()["eval_loss"], rel=1e-5)
+    assert "eval_loss" in final_evaluation(trainer, result.global_step + 1)  # no logged one: evaluated

@@ -264,7 +264,7 @@ class FineTuner:
         result = trainer.train(resume_from_checkpoint=str(checkpoints[-1]) if resumed_from is not None else None)
         wall = time.time() - started
         progress_cb.close()
-        eval_metrics = trainer.evaluate() if info["dev_docs"] else {}
+        eval_metrics = final_evaluation(trainer, result.global_step) if info["dev_docs"] else {}
         launch = launch_summary(trainer.model)  # every rank's adapter fingerprint, under a launcher
         dev = info["dev_eval"].restore_best(trainer.model) if info["dev_eval"] else None  # the best dev state
         if not is_main_process():
@@ -310,6 +310,15 @@ class FineTuner:
             f"run folder: {output}")
         wait_for_everyone()
         return output
+
+
+def final_evaluation(trainer, step: int) -> dict:
+    """The dev metrics of the final weights: the evaluation logged at the last step when there was one (each
+    epoch's end, by default), else a new one."""
+    for entry in reversed(trainer.state.log_history):
+        if "eval_loss" in entry and entry.get("step") == step:
+            return entry
+    return trainer.evaluate()
 
 
 def complete_checkpoints(folder: Path, log=print) -> list[Path]:
