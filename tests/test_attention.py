@@ -35,6 +35,16 @@ def _loss_and_grads(model, **forward):
     return loss.item(), {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
 
 
+@pytest.fixture(autouse=True)
+def matrix_calls(monkeypatch) -> list:
+    """Calls of the matrix path (so that an equivalence test cannot pass by comparing sdpa with itself)."""
+    import annotune.backends.attention as attention
+
+    calls, real = [], attention.matrix_attention
+    monkeypatch.setattr(attention, "matrix_attention", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
 def _assert_same(plain, fast, **forward):
     loss_p, grads_p = _loss_and_grads(plain, **forward)
     loss_f, grads_f = _loss_and_grads(fast, **forward)
@@ -50,7 +60,7 @@ def _assert_same_grads(expected: dict, actual: dict) -> None:
 
 
 @pytest.mark.parametrize("model_dir", ["sharp_model_dir", "tiny_gemma_dir"])
-def test_padded_batches_train_as_with_sdpa(request, model_dir):
+def test_padded_batches_train_as_with_sdpa(request, model_dir, matrix_calls):
     plain, fast = _models(request.getfixturevalue(model_dir))
     ids = torch.randint(5, 500, (3, 40))
     mask = torch.ones_like(ids)
@@ -58,10 +68,11 @@ def test_padded_batches_train_as_with_sdpa(request, model_dir):
     mask[2, 12:] = 0
     _assert_same(plain, fast, input_ids=ids, attention_mask=mask)
     _assert_same(plain, fast, input_ids=ids)  # no mask: causal
+    assert matrix_calls
 
 
 @pytest.mark.parametrize("model_dir", ["sharp_model_dir", "tiny_gemma_dir"])
-def test_rows_continuing_from_a_prefix_cache_train_as_with_sdpa(request, model_dir):
+def test_rows_continuing_from_a_prefix_cache_train_as_with_sdpa(request, model_dir, matrix_calls):
     """As `share_prefix` trains: a prefix encoded once, its cache repeated, gradients through it."""
     plain, fast = _models(request.getfixturevalue(model_dir))
     prefix, rows = torch.randint(5, 500, (1, 24)), torch.randint(5, 500, (3, 20))
@@ -76,10 +87,11 @@ def test_rows_continuing_from_a_prefix_cache_train_as_with_sdpa(request, model_d
         logits.float().log_softmax(-1)[..., 3].sum().backward()
         results.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
     _assert_same_grads(*results)
+    assert matrix_calls
 
 
 @pytest.mark.parametrize("boolean", [True, False])
-def test_tree_masks_train_as_with_sdpa(sharp_model_dir, boolean):
+def test_tree_masks_train_as_with_sdpa(sharp_model_dir, boolean, matrix_calls):
     """A custom 4-D mask (a token tree's: branches that do not see each other), boolean or additive."""
     plain, fast = _models(sharp_model_dir)
     n = 30
@@ -92,6 +104,7 @@ def test_tree_masks_train_as_with_sdpa(sharp_model_dir, boolean):
         mask = torch.zeros(allowed.shape).masked_fill(~allowed, torch.finfo(torch.float32).min)
     positions = torch.arange(n).expand(2, n)
     _assert_same(plain, fast, input_ids=torch.randint(5, 500, (2, n)), attention_mask=mask, position_ids=positions)
+    assert bool(matrix_calls) == boolean  # additive masks go to sdpa (in bf16 they may hold -inf)
 
 
 def test_a_query_that_sees_no_key_gets_zero_as_with_sdpa():
@@ -109,6 +122,7 @@ def test_a_query_that_sees_no_key_gets_zero_as_with_sdpa():
     torch.testing.assert_close(out[:1], expected.transpose(1, 2))
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU trains through sdpa")
 def test_fine_tuning_on_a_cpu_uses_it(single_codebook, tiny_model_dir, tmp_path):
     from annotune.data.dataset import Doc
     from annotune.finetune.config import FineTuneConfig
@@ -140,3 +154,18 @@ def test_only_short_rows_under_training_leave_the_flash_kernel(queries, keys, gr
     ops = {e.key for e in prof.key_averages()}
     assert any("scaled_dot_product" in op for op in ops) == flash
     assert out.shape == (1, queries, 4, 64)
+
+
+@pytest.mark.parametrize("case", ["value heads of another size", "no mask, fewer queries than keys", "additive mask"])
+def test_shapes_the_matrix_path_does_not_cover_go_to_sdpa(case, matrix_calls):
+    q = torch.randn(1, 4, 8, 16, requires_grad=True)
+    k, v = torch.randn(1, 2, 12, 16), torch.randn(1, 2, 12, 8 if case == "value heads of another size" else 16)
+    mask = torch.ones(1, 1, 8, 12, dtype=torch.bool).tril(4)
+    if case == "no mask, fewer queries than keys":
+        mask = None
+    elif case == "additive mask":
+        mask = torch.zeros(mask.shape).masked_fill(~mask, torch.finfo(torch.float32).min)
+    module = torch.nn.Module()
+    module.num_key_value_groups, module.is_causal = 2, True
+    out, _ = attention_forward(module, q, k, v, mask)
+    assert not matrix_calls and out.shape == (1, 8, 4, v.shape[-1])

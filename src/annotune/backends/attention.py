@@ -12,7 +12,8 @@ whole BBC runs, and a few near-tied labels flipped with the rounding), so infere
 
 `use_fast_cpu_attention` switches a model that uses ``sdpa`` to `ATTENTION`, which takes the matrix-product
 path while gradients are recorded on a CPU below that size and calls Hugging Face's ``sdpa`` function
-otherwise (no gradients, GPUs, long rows, soft-capped logits, attention dropout, per-head masks).
+otherwise (no gradients, GPUs, long rows, soft-capped logits, attention dropout, additive or per-head masks,
+value heads of another size).
 """
 
 from __future__ import annotations
@@ -63,8 +64,14 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
 
     batch, heads, queries, dim = query.shape
     short = batch * heads * queries * key.shape[2] <= MAX_SCORES * dim / 64 and heads % key.shape[1] == 0
-    mask_fits = attention_mask is None or (attention_mask.dim() == 4 and attention_mask.shape[1] == 1)
+    keys = key.shape[2]
+    # boolean [B, 1, Q, K] masks as `sdpa_mask` makes them, or none where causal alignment is unambiguous (an
+    # additive mask could hold -inf in bf16, a static cache's prefill aligns queries with the first keys)
+    mask_fits = (attention_mask is None and queries in (1, keys)) or (
+        attention_mask is not None and attention_mask.dtype == torch.bool and attention_mask.dim() == 4
+        and attention_mask.shape[1] == 1)
     if (query.device.type == "cpu" and torch.is_grad_enabled() and short and mask_fits and not dropout
+            and value.shape[-1] == dim
             and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
             and not kwargs.get("output_attentions")):
         return matrix_attention(module, query, key, value, attention_mask, scaling, is_causal), None
