@@ -27,7 +27,8 @@ MAX_SCORES = 8_000_000
 
 def matrix_attention(module, query, key, value, attention_mask, scaling: float | None, is_causal: bool | None):
     """softmax(q kᵀ · scale + mask) v with each key/value head serving its group of query heads without copies
-    (query [B, H, Q, D], key/value [B, Hkv, K, D]); returns [B, Q, H, D] as HF's attention functions do."""
+    (query [B, H, Q, D], key/value [B, Hkv, K, D], a boolean mask [B, 1, Q, K] or None for causal attention of
+    as many queries as keys, or one query); returns [B, Q, H, D] as HF's attention functions do."""
     import torch
 
     batch, heads, q_len, dim = query.shape
@@ -38,16 +39,13 @@ def matrix_attention(module, query, key, value, attention_mask, scaling: float |
     scores = torch.matmul(grouped, key.transpose(-1, -2)).view(batch, kv_heads, group, q_len, k_len)
     if attention_mask is None:
         causal = is_causal if is_causal is not None else getattr(module, "is_causal", True)
-        if causal and q_len > 1:  # bottom-right aligned: the queries are the last q_len keys
-            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril(k_len - q_len)
+        if causal and q_len > 1:
+            attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
     unseeing = None
     if attention_mask is not None:
-        mask = attention_mask[..., None, :, :] if attention_mask.dim() == 4 else attention_mask
-        if mask.dtype == torch.bool:
-            scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-            unseeing = ~mask.any(-1, keepdim=True)  # queries that see no key (padding): 0, as sdpa gives
-        else:
-            scores = scores + mask.to(scores.dtype)
+        mask = attention_mask[..., None, :, :]  # [B, 1, 1, Q, K]: every head of a group
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+        unseeing = ~mask.any(-1, keepdim=True)  # queries that see no key (padding): 0, as sdpa gives
     probs = torch.softmax(scores, dim=-1)
     if unseeing is not None and unseeing.any():
         probs = probs.masked_fill(unseeing, 0.0)
@@ -63,8 +61,8 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     batch, heads, queries, dim = query.shape
-    short = batch * heads * queries * key.shape[2] <= MAX_SCORES * dim / 64 and heads % key.shape[1] == 0
     keys = key.shape[2]
+    short = batch * heads * queries * keys <= MAX_SCORES * dim / 64 and heads % key.shape[1] == 0
     # boolean [B, 1, Q, K] masks as `sdpa_mask` makes them, or none where causal alignment is unambiguous (an
     # additive mask could hold -inf in bf16, a static cache's prefill aligns queries with the first keys)
     mask_fits = (attention_mask is None and queries in (1, keys)) or (
