@@ -145,30 +145,15 @@ def alternating_steps(task: str, steps: int) -> dict:
     """Train ``steps`` steps in this process (a child), switching the attention at every step."""
     if task == "gemma-head-512":
         return alternating_head_steps(steps)
-    import random
-
     from transformers import TrainerCallback
 
     from annotune.backends.attention import ATTENTION
     from annotune.environment import quiet_libraries
-    from annotune.experiments.compare import split_data
-    from annotune.experiments.config import load_config
-    from annotune.finetune.trainer import FineTuner
-    from train_speed import TASKS
+    from train_speed import speed_trainer
 
     quiet_libraries()
     name, overrides = TRAINING[task]
-    config, split, finetune = TASKS[name]
-    cfg = load_config(ROOT / "examples" / config)
-    if split or finetune:
-        cfg = cfg.derive(**({"split": split} if split else {}), **({"finetune": finetune} if finetune else {}))
-    train, _ = split_data(cfg, cfg.load_data())
-    settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, **overrides})
-    docs = list(train.docs)
-    random.Random(0).shuffle(docs)
-    trainer, _ = FineTuner(cfg.codebook, settings, base_model="smollm2").build_trainer(
-        docs[: settings.batch_size * steps], f"/tmp/annotune-attention-{task}", progress=False)
-    trainer.args.max_steps = steps
+    trainer, _ = speed_trainer(name, steps, f"/tmp/annotune-attention-{task}", overrides)
     model = trainer.model.get_base_model()
     seconds: dict[str, list[float]] = {"sdpa": [], ATTENTION: []}
 

@@ -43,37 +43,47 @@ def rss_gib() -> dict[str, float]:
     return {"now": int(fields["VmRSS"].split()[0]) / 2**20, "peak": int(fields["VmHWM"].split()[0]) / 2**20}
 
 
-def measure(task: str, share: bool, steps: int, overrides: dict | None = None) -> dict:
-    """Train `steps` steps in this process and return the measurement (run in a child process), with the
-    process's memory after each stage: libraries imported, data loaded, model + trainer built, each step;
-    ``overrides``: more `[finetune]` settings."""
+def speed_trainer(task: str, steps: int, folder: str, overrides: dict | None = None, memory: dict | None = None):
+    """(trainer, settings): annotune's LoRA trainer for ``steps`` steps of batch-size seeded-shuffled training
+    documents of ``task`` (its example config; no dev split, no checkpoint), ``overrides`` more `[finetune]`
+    settings; ``memory`` gets the process's memory once the data are loaded and once the trainer is built."""
     import random
 
-    import torch
-    from transformers import TrainerCallback
-
-    from annotune.environment import quiet_libraries
     from annotune.experiments.compare import split_data
     from annotune.experiments.config import load_config
     from annotune.finetune.trainer import FineTuner
 
-    quiet_libraries()
-    memory = {"libraries imported": rss_gib()}
     config, split, finetune = TASKS[task]
     cfg = load_config(ROOT / "examples" / config)
     if split or finetune:
         cfg = cfg.derive(**({"split": split} if split else {}), **({"finetune": finetune} if finetune else {}))
     train, _ = split_data(cfg, cfg.load_data())
-    settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, "share_prefix": share,
-                                   **(overrides or {})})
+    settings = cfg.finetune_config({"save_steps": 10_000, "max_dev": 0, "dev_size": 0, **(overrides or {})})
     docs = list(train.docs)
     random.Random(0).shuffle(docs)
-    memory["data loaded"] = rss_gib()
-    tuner = FineTuner(cfg.codebook, settings, base_model="smollm2")
-    trainer, _ = tuner.build_trainer(docs[: settings.batch_size * steps], f"/tmp/annotune-train-speed-{task}-{share}",
-                                     progress=False)
-    memory["model and trainer built"] = rss_gib()
+    if memory is not None:
+        memory["data loaded"] = rss_gib()
+    trainer, _ = FineTuner(cfg.codebook, settings, base_model="smollm2").build_trainer(
+        docs[: settings.batch_size * steps], folder, progress=False)
     trainer.args.max_steps = steps
+    if memory is not None:
+        memory["model and trainer built"] = rss_gib()
+    return trainer, settings
+
+
+def measure(task: str, share: bool, steps: int, overrides: dict | None = None) -> dict:
+    """Train `steps` steps in this process and return the measurement (run in a child process), with the
+    process's memory after each stage: libraries imported, data loaded, model + trainer built, each step;
+    ``overrides``: more `[finetune]` settings."""
+    import torch
+    from transformers import TrainerCallback
+
+    from annotune.environment import quiet_libraries
+
+    quiet_libraries()
+    memory = {"libraries imported": rss_gib()}
+    trainer, settings = speed_trainer(task, steps, f"/tmp/annotune-train-speed-{task}-{share}",
+                                      {"share_prefix": share, **(overrides or {})}, memory)
     seconds: list[float] = []
     tokens: list[tuple[int, int]] = []
 

@@ -261,6 +261,38 @@ def test_sizes_too_small_to_fine_tune_are_refused_before_any_work(tmp_path):
     assert "curve.sizes" in str(err.value) and not (tmp_path / "out").exists()
 
 
+def test_a_curve_of_trained_reference_systems_only(tmp_path):
+    """answer = []: no LoRA points (no base model needed), the trained references at every size and seed."""
+    config = write_project(tmp_path, "no-such-model", curve='sizes = [6, 12]\nseeds = [1, 2]\nanswer = []\n'
+                                                             'references = ["tf-idf"]\n')
+    result = invoke("curve", config, "-o", tmp_path / "out", "-q")
+    curve = json.loads((tmp_path / "out" / "curve" / "curve.json").read_text())
+    assert list(curve["answers"]) == ["tf-idf"] and curve["curve"]["answers"] == []
+    rows = curve["answers"]["tf-idf"]["rows"]
+    assert [(r["n_train"], r["seeds"]) for r in rows] == [(6, [1, 2]), (12, [1, 2])]
+    assert all(p["training"] == {} and "run" not in p for p in curve["points"])
+    fits = [p["answers"]["tf-idf"]["stats"]["train_seconds"] for p in curve["points"]]
+    assert all(f > 0 for f in fits) and curve["train_seconds_total"] == pytest.approx(sum(fits), abs=0.01)
+    assert "learning curve, “tf-idf”" in result.stdout and not (tmp_path / "out" / "finetuned").exists()
+    report = (tmp_path / "out" / "report.md").read_text()
+    assert "“tf-idf” on seeded stratified subsamples" in report and "we trained “tf-idf” on" in report
+    assert "LoRA" not in report
+    # with nothing that trains there is no curve to draw: refused when the config is read
+    text = config.read_text()
+    config.write_text(text.replace('references = ["tf-idf"]', 'references = ["tiny zero-shot generate"]'),
+                      encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"answer = \[\] asks for no fine-tuned points") as err:
+        load_config(config)
+    assert "curve.answer" in str(err.value)
+    result = CliRunner().invoke(app, ["check", str(config)])
+    assert result.exit_code == 2 and "asks for no fine-tuned points" in result.stderr
+    # a reference named like an answer mode would share a line with the LoRA points
+    config.write_text(text.replace('references = ["tf-idf"]', "").replace("answer = []", "")
+                      .replace('name = "tiny zero-shot generate"', 'name = "generate"'), encoding="utf-8")
+    with pytest.raises(ConfigError, match="a reference system named 'generate' would share its line"):
+        load_config(config)
+
+
 # ---------------------------------------------------------------------------- a real curve
 def invoke(*args) -> "object":
     result = CliRunner().invoke(app, [str(a) for a in args])
@@ -354,6 +386,12 @@ def test_curve_json_table_and_report(curve_run):
     assert curve["curve"]["trained_systems"] == ["tf-idf"]
     tfidf = curve["answers"]["tf-idf"]["rows"]
     assert [(r["size"], r["n_train"], r["seeds"]) for r in tfidf] == [(6, 6, [1, 2]), (12, 12, [1, 2])]
+    # each line reports its own training: TF-IDF its fit, the LoRA points theirs (counted once in the total)
+    lora = [p["training"]["wall_seconds"] for p in curve["points"]]
+    fits = [p["answers"]["tf-idf"]["stats"]["train_seconds"] for p in curve["points"]]
+    assert all(0 < r["train_seconds"] < min(lora) for r in tfidf)
+    assert curve["answers"]["generate"]["rows"][0]["train_seconds"] > 0
+    assert curve["train_seconds_total"] == pytest.approx(sum(lora) + sum(fits), abs=0.01)
     assert len(curve["points"]) == 4 and "predictions" not in curve["points"][0]["answers"]["generate"]
     results = json.loads((out / "results.json").read_text())  # the references, as `compare` writes them
     assert [s["name"] for s in results["systems"]] == ["tf-idf", "tiny zero-shot constrained"]

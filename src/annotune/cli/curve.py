@@ -24,7 +24,9 @@ def curve(
     """Learning curve: fine-tune on subsamples of each size × seed and compare with the references.
 
     For every size and seed, a seeded stratified subsample of the training split is fine-tuned with the
-    config's `finetune` table and scored on the one test split. Each finished point is saved at once under <output>/curve/points/; a rerun skips finished points.
+    config's `finetune` table and scored on the one test split; references that learn (head, embedding,
+    tfidf, setfit) are trained on the same subsample, each a line of its own (`answer = []`: only they).
+    Each finished point is saved at once under <output>/curve/points/; a rerun skips finished points.
     Writes curve/curve.json and the report (report.html, report.md).
     """
     quiet_libraries()

@@ -40,6 +40,8 @@ def print_curve_table(curve: dict) -> None:
                           "–" if r.get("train_seconds") is None else f"{r['train_seconds']:.0f}")
         console.print(table)
         for m in block["matches"]:
+            if m["reference"] == answer:  # a trained reference's own line against itself says nothing
+                continue
             bm, bc = m.get("by_mean"), m.get("by_ci")
             line = f"  vs {m['reference']} ({m['reference_value']:.3f}): "
             line += (f"mean ≥ reference from {_size_label(bm['size'], bm['n_train'])} documents "

@@ -12,12 +12,12 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, field_validator, model_validator
+from pydantic import ConfigDict, Field, SerializeAsAny, ValidationError, WithJsonSchema, model_validator
 
 from annotune.codebook import Codebook, normalise
-from annotune.config import (ANSWER_MODES, DEFAULT_MODEL, ConfigModel, Dtype, config_error, resolve_model_path,
-                             resolve_path)
+from annotune.config import DEFAULT_MODEL, ConfigModel, Dtype, config_error, resolve_model_path, resolve_path
 from annotune.errors import ConfigError
+from annotune.experiments.curve_config import CurveConfig, check_curve
 from annotune.experiments.fingerprints import slug
 from annotune.finetune.config import FineTuneConfig
 from annotune.judging.config import JudgeConfig
@@ -81,52 +81,6 @@ class ModelConfig(ConfigModel):
                                                         "the cut of the documents that finetuned and head systems "
                                                         "train on.")
     max_new_tokens: int | None = Field(None, ge=1, description="Longest generated answer.")
-
-
-class CurveConfig(ConfigModel):
-    """``[curve]``: fine-tune on subsamples of each size × seed (`annotune curve`)."""
-
-    sizes: list[int | str] = Field([25, 50, 100, 200], description='Training documents per point; "all": the '
-                                                                  'whole training split.')
-    seeds: list[int] = Field([1, 2], description="One fine-tuning run per (size, seed).")
-    answer: str | list[str] = Field("generate", description="Answer mode(s) of the fine-tuned points: generate, "
-                                                            "constrained or both.")
-    references: list[str] | None = Field(None, description="[[systems]] drawn as horizontal lines (default: all).")
-    model: str | None = Field(None, min_length=1, description="Base model (default: [model] name).")
-    keep_checkpoints: bool = Field(False, description="Keep each point's training checkpoints.")
-
-    @field_validator("sizes", mode="before")
-    @classmethod
-    def _sizes(cls, sizes: Any) -> Any:
-        ok = isinstance(sizes, list) and sizes and all(
-            (isinstance(s, int) and not isinstance(s, bool) and s >= 1) or s == "all" for s in sizes)
-        if not ok:
-            raise ValueError(f'sizes must be a non-empty list of integers >= 1 or "all", not {sizes!r}')
-        if len(set(map(str, sizes))) != len(sizes):
-            raise ValueError(f"sizes must not repeat: {sizes!r}")
-        return sizes
-
-    @field_validator("seeds", mode="before")
-    @classmethod
-    def _seeds(cls, seeds: Any) -> Any:
-        if not (isinstance(seeds, list) and seeds and all(isinstance(s, int) and not isinstance(s, bool)
-                                                          for s in seeds)):
-            raise ValueError(f"seeds must be a non-empty list of integers, not {seeds!r}")
-        if len(set(seeds)) != len(seeds):
-            raise ValueError(f"seeds must not repeat: {seeds!r}")
-        return seeds
-
-    @field_validator("answer", mode="before")
-    @classmethod
-    def _answer(cls, answer: Any) -> Any:
-        answers = [answer] if isinstance(answer, str) else answer
-        if not isinstance(answers, list) or not answers or any(a not in ANSWER_MODES for a in answers):
-            raise ValueError(f"answer must be 'generate', 'constrained' or a list of both, not {answer!r}")
-        return answer
-
-    @property
-    def answers(self) -> list[str]:
-        return list(dict.fromkeys([self.answer] if isinstance(self.answer, str) else self.answer))
 
 
 class ExperimentConfig(ConfigModel):
@@ -197,6 +151,8 @@ class ExperimentConfig(ConfigModel):
                        for i, s in enumerate(raws, start=1)]
             check_system_names(systems, self.source)
             new = new.model_copy(update={"systems": systems})
+        if new.curve is not None:
+            check_curve(new, self.source)
         return new
 
     def system(self, name: str) -> SystemConfig:
@@ -350,12 +306,8 @@ def config_from_toml(path: Path, raw: dict, text: str, output: str | Path | None
         raise config_error(exc, file=path) from None
     if cfg.output.exists() and not cfg.output.is_dir():
         raise ConfigError("the output folder is a file", file=cfg.output, field="output")
-    if cfg.curve and cfg.curve.references:
-        names = [s.name for s in cfg.systems]
-        for ref in cfg.curve.references:
-            if ref not in names:
-                raise ConfigError(f"reference {ref!r} is not a [[systems]] name (systems: "
-                                  f"{', '.join(map(repr, names)) or 'none'})", file=path, field="curve.references")
+    if cfg.curve:
+        check_curve(cfg, path)
     return cfg
 
 

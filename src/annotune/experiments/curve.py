@@ -1,21 +1,20 @@
-"""`annotune curve`: how much labelled data does fine-tuning need?
+"""`annotune curve`: how much labelled data does fine-tuning (or any system that learns) need?
 
 A ``[curve]`` table in a comparison config asks for a learning curve::
 
     [curve]
     sizes = [25, 50, 100, 200, "all"]   # training documents; "all": the whole training split
     seeds = [1, 2]                      # one fine-tuning run per (size, seed)
-    answer = "generate"                 # or "constrained", or ["generate", "constrained"]
+    answer = "generate"                 # or "constrained", ["generate", "constrained"], or [] (no LoRA)
     references = ["smollm2 zero-shot generate", "GPT-4"]   # [[systems]] drawn as horizontal lines
     # model = "smollm2"                 # base model (default: [model] name)
     # keep_checkpoints = false          # delete a point's training checkpoints once it is recorded
 
-For every (size, seed) point the seed draws a seeded stratified subsample of the training split and seeds
-the fine-tuning; the model is trained with the config's ``[finetune]`` hyper-parameters (the same ones
-``finetuned`` systems use) and evaluated on the one fixed test split. Training and evaluation are the
-`Comparison` machinery of fine-tuned systems (run folders named by a fingerprint of model, data and
-hyper-parameters, resumed from their checkpoints). The reference systems run once, as `compare` runs
-them, into the same output folder.
+For every (size, seed) point the seed draws a stratified subsample of the training split and seeds the
+fine-tuning with the config's ``[finetune]`` (as ``finetuned`` systems), scored on the one fixed test split;
+reference systems that learn (``head``, ``embedding``, ``tfidf``...) run on every subsample too, each a line of
+its own (with ``answer = []`` the only lines). It is the `Comparison` machinery (run folders named by a
+fingerprint, resumed from checkpoints); the reference systems also run once, as `compare` runs them.
 
 Each point is written to ``<output>/curve/points/<size>-<seed>.json`` as soon as it is finished (atomic
 rename), with a fingerprint of everything that determines it: a crash or Ctrl-C loses only the point in
@@ -53,6 +52,7 @@ from typing import Any
 import numpy as np
 
 from annotune.codebook import Codebook
+from annotune.config import ANSWER_MODES
 from annotune.environment import hardware, library_versions
 from annotune.errors import ConfigError
 from annotune.evaluation.metrics import evaluate
@@ -64,10 +64,6 @@ from annotune.systems.finetuned import FinetunedSystem
 from annotune.tasks.labels import label_from_json, label_to_json
 
 CURVE_DIR = "curve"
-
-
-def size_key(size: int | str) -> str:
-    return str(size)
 
 
 # ---------------------------------------------------------------------------- primary metric from counts
@@ -143,11 +139,13 @@ def aggregate(codebook: Codebook, gold: list, points: list[dict], references: di
         by_size: dict[str, list[dict]] = {}
         for p in points:
             if answer in p["answers"]:
-                by_size.setdefault(size_key(p["size"]), []).append(p)
+                by_size.setdefault(str(p["size"]), []).append(p)
         rows = []
         for key, pts in by_size.items():
             pts = sorted(pts, key=lambda p: p["seed"])
             counts = [primary_counts(codebook, gold, p["answers"][answer]["labels"]) for p in pts]
+            lora_training = [p["training"] if answer in ANSWER_MODES else  # else the line's own (a head's)
+                             {"tokens_per_s": p["answers"][answer]["stats"].get("train_tokens_per_s")} for p in pts]
             values = [float(f1_from_counts(c.sum(0))) for c in counts]
             row: dict[str, Any] = {
                 "size": pts[0]["size"],
@@ -163,9 +161,9 @@ def aggregate(codebook: Codebook, gold: list, points: list[dict], references: di
                 "seed_ci": seed_interval(values),
                 "valid_rate": float(np.mean([p["answers"][answer]["metrics"]["valid_rate"] for p in pts])),
                 "accuracy": float(np.mean([p["answers"][answer]["metrics"]["accuracy"] for p in pts])),
-                "train_seconds": _mean([p["training"].get("wall_seconds") for p in pts]),
-                "train_tokens": _mean([p["training"].get("tokens") for p in pts]),
-                "train_tokens_per_s": _mean([p["training"].get("tokens_per_s") for p in pts]),
+                "train_seconds": _mean([line_train_seconds(p, answer) for p in pts]),
+                "train_tokens": _mean([lora.get("tokens") for lora in lora_training]),
+                "train_tokens_per_s": _mean([lora.get("tokens_per_s") for lora in lora_training]),
                 "eval_seconds": _mean([p["answers"][answer]["stats"].get("seconds") for p in pts]),
                 "eval_docs_per_s": _mean([p["answers"][answer]["stats"].get("docs_per_s") for p in pts]),
                 "ci": None,
@@ -195,6 +193,21 @@ def aggregate(codebook: Codebook, gold: list, points: list[dict], references: di
             matches.append(match)
         out["answers"][answer] = {"rows": rows, "matches": matches}
     return out
+
+
+def line_train_seconds(point: dict, line: str) -> float | None:
+    """Training seconds of one line of a point: its system's own (a head's, an embedding's encoding of the
+    training documents), else the point's LoRA training (points from before systems reported theirs)."""
+    stats = point["answers"][line]["stats"]
+    seconds = stats.get("train_seconds", stats.get("encode_train_seconds"))
+    return seconds if seconds is not None or line not in ANSWER_MODES else point["training"].get("wall_seconds")
+
+
+def point_train_seconds(point: dict) -> float:
+    """All training of a point: its LoRA run once (however many answer modes read it) and every trained
+    reference system's."""
+    lines = [a for a in point["answers"] if a not in ANSWER_MODES]
+    return (point["training"].get("wall_seconds") or 0) + sum(line_train_seconds(point, a) or 0 for a in lines)
 
 
 def _mean(values: list) -> float | None:
@@ -256,16 +269,17 @@ class Curve:
         return FinetunedSystem(config, context)
 
     def check_sizes(self) -> None:
-        """Refuse, before any work, sizes too small to fine-tune on (every label needs an example)."""
-        cfg = self.cfg
+        """Refuse, before any work, sizes too small to train on (every label needs an example; fine-tuning
+        also [finetune] min_examples)."""
+        cfg, lora = self.cfg, bool(self.curve.answers)
         ft = cfg.finetune_config()
         needed = cfg.codebook.task.min_training_examples()  # e.g. one per label
-        smallest = max(ft.min_examples, needed)
+        smallest = max(ft.min_examples, needed) if lora else needed
+        why = ["one per label"] * (needed > 1) + [f"min_examples = {ft.min_examples}"] * lora
         for size in self.curve.sizes:
             if size != "all" and size < smallest:
-                raise ConfigError(f"size {size} is too small: fine-tuning needs at least {smallest} documents "
-                                  f"({'one per label, ' if needed > 1 else ''}"
-                                  f"and min_examples = {ft.min_examples})", file=cfg.source, field="curve.sizes")
+                raise ConfigError(f"size {size} is too small: {'fine-tuning' if lora else 'training'} needs at least "
+                                  f"{smallest} documents ({' and '.join(why)})", file=cfg.source, field="curve.sizes")
 
     def run(self) -> dict:
         from annotune.backends.models import resolve_model
@@ -273,15 +287,18 @@ class Curve:
         cfg, curve = self.cfg, self.curve
         started = time.time()
         try:
-            base_identity = model_identity(resolve_model(self.base_model()))
+            base_identity = model_identity(resolve_model(self.base_model())) if curve.answers else None
         except Exception as exc:  # noqa: BLE001 - a clear config error, before any work
             raise ConfigError(getattr(exc, "message", str(exc)), file=cfg.source, field="curve.model") from None
         self.check_sizes()
         refs = self.reference_names()
-        trained = self.trained_references()
+        trained = self.trained_references()  # answer = [] without any: refused by load_config
+        identity = {ref.name: self.trained_reference(ref, "all", run_context(cfg)).preflight(
+            cfg.systems.index(ref) + 1) for ref in trained}  # e.g. the encoder's weights, for the fingerprints
         lines = [*curve.answers, *(ref.name for ref in trained)]
+        what = ", ".join([f"LoRA on {self.base_model()}"] * bool(curve.answers) + [r.name for r in trained])
         self.log(f"curve: {len(refs)} reference system(s), then {len(curve.sizes)} sizes × {len(curve.seeds)} "
-                 f"seeds of LoRA on {self.base_model()}")
+                 f"seeds of {what}")
         results = Comparison(cfg, progress=self.progress, fresh=self.fresh, log=self.log, systems=refs).run()
 
         dataset = cfg.load_data()
@@ -296,12 +313,13 @@ class Curve:
         points = []
         todo = [(size, seed) for size in curve.sizes for seed in curve.seeds]
         for i, (size, seed) in enumerate(todo, start=1):
-            store = points_dir / f"{slug(size_key(size))}-{seed}.json"
+            store = points_dir / f"{slug(str(size))}-{seed}.json"
             # a point's size is its own: the config-wide train_size does not apply
             context = replace(run_context(cfg, progress=self.progress, log=self.log, seed=seed), train_size=None)
             systems = {a: self.point_system(size, seed, a, context) for a in curve.answers}
             systems.update({ref.name: self.trained_reference(ref, size, context) for ref in trained})
-            fp = fingerprint(data_fp, {a: s.fingerprint() for a, s in systems.items()}, base_identity, cfg.bootstrap)
+            fp = fingerprint(data_fp, {a: s.fingerprint(identity.get(a)) for a, s in systems.items()}, base_identity,
+                             cfg.bootstrap)
             saved = None if self.fresh else load_finished(store, fp)
             if saved is not None:
                 self.log(f"curve point {i}/{len(todo)} (size {size}, seed {seed}): reusing {store}")
@@ -311,12 +329,12 @@ class Curve:
             record = self.run_point(size, seed, systems, train, test, gold)
             record["fingerprint"] = fp
             write_atomic(store, record)
-            if not curve.keep_checkpoints:
+            if not curve.keep_checkpoints and "run" in record:
                 shutil.rmtree(Path(record["run"]) / "checkpoints", ignore_errors=True)
             summary = ", ".join(f"{a} {r['metrics']['primary']} {r['metrics'][r['metrics']['primary']]:.3f}"
                                 for a, r in record["answers"].items())
             self.log(f"curve point {i}/{len(todo)}: size {size}, seed {seed}: {summary} "
-                     f"(trained in {record['training'].get('wall_seconds') or 0:.0f} s)")
+                     f"(trained in {point_train_seconds(record):.0f} s)")
             points.append(record)
 
         ref_labels, ref_metrics = {}, {}
@@ -348,7 +366,7 @@ class Curve:
             "environment": {"libraries": library_versions(), "hardware": hardware()},
             "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "seconds": round(time.time() - started, 2),
-            "train_seconds_total": round(sum(p["training"].get("wall_seconds") or 0 for p in points), 2),
+            "train_seconds_total": round(sum(point_train_seconds(p) for p in points), 2),
         }
         write_atomic(self.folder / "curve.json", out)
         return out
@@ -367,10 +385,13 @@ class Curve:
                 "predictions": [{"id": p.id, "raw": p.raw, "label": label_to_json(p.label), "error": p.error}
                                 for p in preds],
             }
+            record.setdefault("n_train", len(data))
+            record.setdefault("train_ids_sha256", fingerprint([d.id for d in data.docs]))
             if isinstance(system, FinetunedSystem):
-                record["n_train"] = len(data)
-                record["train_ids_sha256"] = fingerprint([d.id for d in data.docs])
                 record["run"] = str(system.run_folder(data))
+        if "run" not in record:  # no LoRA points: the trained systems report their own training
+            record["training"] = {}
+            return record
         manifest = json.loads((Path(record["run"]) / "manifest.json").read_text(encoding="utf-8"))
         training = manifest["training"]
         record["training"] = {

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 
+from annotune.config import ANSWER_MODES
 from annotune.report.format import line_label, primary_name, results_task, size_label, slug
 
 
@@ -168,7 +169,7 @@ def throughput_figure(results: dict) -> Figure | None:
     curve = results.get("curve")
     curve_rows = []
     if curve:
-        first = next(iter(curve["answers"].values()), {"rows": []})
+        line, first = next(iter(curve["answers"].items()), ("", {"rows": []}))
         curve_rows = [r for r in first["rows"] if r.get("train_seconds")]
     panels = bool(systems) + bool(curve_rows)
     if not panels:
@@ -196,7 +197,7 @@ def throughput_figure(results: dict) -> Figure | None:
         ax.minorticks_off()
         ax.set_xlabel("labelled training documents")
         ax.set_ylabel("training seconds (mean of seeds)")
-        ax.set_title("Fine-tuning time")
+        ax.set_title("Fine-tuning time" if line in ANSWER_MODES else _short(f"Training time, {line}", 44))
         ax.grid(alpha=0.3)
     fig.tight_layout()
     return Figure("throughput", "Cost and throughput", _png(fig))

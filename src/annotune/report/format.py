@@ -63,6 +63,15 @@ def line_label(curve: dict, answer: str) -> str:
     return f"fine-tuned ({answer} answers)"
 
 
+def curve_trained(curve: dict) -> str:
+    """What a learning curve trained at every size, as a verb phrase: ``fine-tuned SmolLM2-135M-Instruct with
+    LoRA``, or (a curve without LoRA points) ``trained “smollm2 head” and “tf-idf”``."""
+    c = curve["curve"]
+    if c.get("answers", True):
+        return f"fine-tuned {model_name(curve['base_model'])} with LoRA"
+    return "trained " + join_words([line_label(curve, name) for name in c.get("trained_systems") or []])
+
+
 def fixed(x: Any, digits: int = 3) -> str:
     """``x`` with ``digits`` decimals."""
     return MISSING if x is None else f"{x:.{digits}f}"

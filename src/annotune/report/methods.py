@@ -3,7 +3,7 @@ learning curve under ``results["curve"]``), ready to paste into a paper."""
 
 from __future__ import annotations
 
-from annotune.report.format import (ci_text, curve_matches, hardware_words, join_words, line_label, model_name,
+from annotune.report.format import (ci_text, curve_matches, curve_trained, hardware_words, join_words, line_label,
                                     plural, primary_key, primary_name, results_task)
 
 
@@ -71,7 +71,7 @@ def methods_paragraph(results: dict) -> str:
         out.append("With constrained answering the model's probability of every allowed answer was computed and the "
                    f"most probable one chosen{task_kind.constrained_words}.")
     tuned = [s for s in systems if s.get("spec", {}).get("type") == "finetuned"]
-    if tuned or curve:
+    if tuned or (curve and curve["curve"]["answers"]):
         params = (curve or {}).get("finetune") or (tuned[0]["spec"].get("finetune") if tuned else {})
         out.append(f"Fine-tuning used {_lora_words(params)}, with TRL {libs.get('trl') or '?'} and PEFT "
                    f"{libs.get('peft') or '?'}; fine-tuned models were trained and prompted with the label names only, "
@@ -79,9 +79,8 @@ def methods_paragraph(results: dict) -> str:
     if curve:
         c = curve["curve"]
         sizes = [f"{s:,}" if s != "all" else "all" for s in c["sizes"]]
-        out.append("To measure how much labelled data fine-tuning needs, we fine-tuned "
-                   f"{model_name(curve['base_model'])} "
-                   f"on seeded stratified subsamples of {join_words(sizes)} training documents, with {len(c['seeds'])} "
+        out.append(f"To measure how much labelled data {'fine-tuning' if c['answers'] else 'training'} needs, we "
+                   f"{curve_trained(curve)} on seeded stratified subsamples of {join_words(sizes)} training documents, with {len(c['seeds'])} "
                    f"{plural(len(c['seeds']), 'seed')} per size (seeds {', '.join(map(str, c['seeds']))}; a seed "
                    "sets both the subsample and the training), and report the mean over seeds with a 95 % "
                    "percentile bootstrap interval over test documents.")

@@ -13,8 +13,9 @@ from typing import ClassVar
 
 from annotune.report.figures import (Figure, answer_scores_figure, confusion_figure, curve_figure,
                                      per_class_figure, throughput_figure)
-from annotune.report.format import (ci_text, curve_matches, fixed, hardware_words, line_label, model_name, number,
-                                    percent, plural, primary_key, primary_name, results_task, size_label)
+from annotune.report.format import (ci_text, curve_matches, curve_trained, fixed, hardware_words, line_label,
+                                    number, percent, plural, primary_key, primary_name, results_task,
+                                    size_label)
 from annotune.report.methods import methods_paragraph
 
 
@@ -186,8 +187,9 @@ def curve_section(results: dict) -> Section:
         return sec.add(Paragraph("No learning curve in this folder (run `annotune curve` with a [curve] table)."))
     primary = primary_name(curve["primary"])
     c = curve["curve"]
+    trained = curve_trained(curve)
     sec.add(Figures([curve_figure(curve)]), Paragraph(
-        f"{model_name(curve['base_model'])} fine-tuned with LoRA on seeded stratified subsamples of the training "
+        f"{trained[0].upper()}{trained[1:]} on seeded stratified subsamples of the training "
         f"split ({curve['data']['train_pool']:,} documents), {len(c['seeds'])} {plural(len(c['seeds']), 'seed')} "
         f"per size ({', '.join(map(str, c['seeds']))}); every model is scored on the same "
         f"{curve['data']['test']:,} test documents. “95 % CI”: percentile bootstrap over test documents "
@@ -201,11 +203,11 @@ def curve_section(results: dict) -> Section:
                  ", ".join(f"{v:.3f}" for v in r["values"]), percent(r.get("valid_rate")),
                  number(r.get("train_seconds")), number(r.get("train_tokens_per_s"), 0)] for r in block["rows"]]
         sec.add(Heading(line_label(curve, answer)), Table(header, rows))
-        if block["matches"]:
+        if any(m["reference"] != answer for m in block["matches"]):  # not a trained line against itself
             sec.add(Table(["Reference", f"Reference {primary} [95% CI]", "Smallest size: mean ≥ reference",
                            f"Mean {primary} [95% CI] there", "Difference [95% CI]",
                            "Smallest size: CI lower bound ≥ reference"],
-                          [_match_row(m) for m in block["matches"]]))
+                          [_match_row(m) for m in block["matches"] if m["reference"] != answer]))
     return sec.add(Paragraph("“Mean ≥ reference”: the smallest size whose mean over seeds reaches the reference's "
                              "value. “CI lower bound ≥ reference”: the smallest size whose 95 % interval lies "
                              "entirely at or above it. The difference interval is a paired bootstrap (the same "
@@ -239,9 +241,9 @@ def cost_section(results: dict) -> Section:
                        "Cost USD"], rows))
     curve = results.get("curve")
     if curve:
-        sec.add(Paragraph(f"Learning curve: {len(curve['points'])} fine-tuning runs, "
-                          f"{curve.get('train_seconds_total', 0):,.0f} s of training, {curve['seconds']:,.0f} s in "
-                          "all (the run that finished the curve; reused points count zero)."))
+        sec.add(Paragraph(f"Learning curve: {len(curve['points'])} points, {curve.get('train_seconds_total', 0):,.0f} s "
+                          f"of training as recorded by their runs (reused runs included), {curve['seconds']:,.0f} s "
+                          "of wall time in the invocation that finished the curve."))
     hw = results.get("environment", {}).get("hardware", {})
     if hw:
         sec.add(Paragraph(f"Measured on {hardware_words(hw)}. Throughput is wall-clock and includes tokenisation "
