@@ -196,10 +196,9 @@ def aggregate(codebook: Codebook, gold: list, points: list[dict], references: di
 
 
 def line_train_seconds(point: dict, line: str) -> float | None:
-    """Training seconds of one line of a point: its system's own (a head's, an embedding's encoding of the
-    training documents), else the point's LoRA training (points from before systems reported theirs)."""
-    stats = point["answers"][line]["stats"]
-    seconds = stats.get("train_seconds", stats.get("encode_train_seconds"))
+    """Training seconds of one line of a point: what its system reports (a head's training, an embedding's
+    encoding of the training documents + fit), else the point's LoRA training for an answer-mode line."""
+    seconds = point["answers"][line]["stats"].get("train_seconds")
     return seconds if seconds is not None or line not in ANSWER_MODES else point["training"].get("wall_seconds")
 
 

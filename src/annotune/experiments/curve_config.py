@@ -80,7 +80,7 @@ def check_curve(cfg: "ExperimentConfig", path: Path) -> None:
                               f"points' {ref.name!r} answers: rename it", file=path, field="curve.references")
     if not cfg.curve.answers and not any(system_types()[s.type].trains and s.type != "finetuned" for s in refs):
         raise ConfigError("answer = [] asks for no fine-tuned points, and no reference system learns from the "
-                          "training documents: name a head, embedding or tfidf system in references",
+                          "training documents: add a head, embedding, setfit or tfidf system to the references",
                           file=path, field="curve.answer")
 
 

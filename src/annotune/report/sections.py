@@ -189,7 +189,7 @@ def curve_section(results: dict) -> Section:
     c = curve["curve"]
     trained = curve_trained(curve)
     sec.add(Figures([curve_figure(curve)]), Paragraph(
-        f"{trained[0].upper()}{trained[1:]} on seeded stratified subsamples of the training "
+        f"At each size annotune {trained} on seeded stratified subsamples of the training "
         f"split ({curve['data']['train_pool']:,} documents), {len(c['seeds'])} {plural(len(c['seeds']), 'seed')} "
         f"per size ({', '.join(map(str, c['seeds']))}); every model is scored on the same "
         f"{curve['data']['test']:,} test documents. “95 % CI”: percentile bootstrap over test documents "
@@ -273,7 +273,7 @@ def manifest_section(results: dict) -> Section:
     if curve:
         rows += [["Curve sizes", ", ".join(map(str, curve["curve"]["sizes"]))],
                  ["Curve seeds", ", ".join(map(str, curve["curve"]["seeds"]))],
-                 ["Curve base model", curve["base_model"]],
+                 *([["Curve base model", curve["base_model"]]] if curve["curve"].get("answers", True) else []),
                  ["Bootstrap resamples", str(curve["n_boot"])]]
     sec.add(Table(["Item", "Value"], rows))
     env = results.get("environment", {})
