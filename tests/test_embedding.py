@@ -3,6 +3,7 @@ logistic regression per question of every task kind, the embedding cache, and th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -141,6 +142,9 @@ def test_setfit_trains_once_and_reloads_with_identical_predictions(tmp_path, cod
     assert (folder / "annotune-setfit.json").stat().st_mtime_ns == mtime
     assert [(p.label, p.probs) for p in again] == [(p.label, p.probs) for p in first]
     assert [p.id for p in first] == test.ids and all(p.label is not None for p in first)
+    # its training time: the contrastive steps (the manifest's) + encoding the training documents + the regressions
+    contrastive = json.loads((folder / "annotune-setfit.json").read_text())["train_seconds"]
+    assert stats.extra["contrastive_seconds"] == contrastive < stats.extra["train_seconds"]
 
 
 def test_setfit_refuses_a_decoder_naming_the_field(tmp_path, tiny_model_dir):

@@ -90,6 +90,8 @@ def test_system_contract(stype, tmp_path, tiny_model_dir, served_tiny_model, tin
     assert [p.id for p in preds] == [d.id for d in test.docs]
     assert all(p.label is None or p.label in cfg.codebook.label_names for p in preds)
     assert stats.as_dict()["docs"] == len(test)
+    if type(system).trains:  # a learning curve's line and the reports read what training cost
+        assert stats.extra["train_seconds"] >= 0
     # the methods paragraph's wording comes from the type, from what results.json stores
     from annotune.experiments.compare import system_record
 
