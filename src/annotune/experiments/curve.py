@@ -58,6 +58,7 @@ from annotune.errors import ConfigError
 from annotune.evaluation.metrics import evaluate
 from annotune.experiments.compare import Comparison, load_finished, run_context, split_data, write_atomic
 from annotune.experiments.config import CurveConfig, ExperimentConfig, parse_system
+from annotune.experiments.curve_config import reference_systems, trained_references
 from annotune.experiments.fingerprints import data_fingerprint, fingerprint, model_identity, slug
 from annotune.systems.base import system_types
 from annotune.systems.finetuned import FinetunedSystem
@@ -238,19 +239,10 @@ class Curve:
         return Path(self.cfg.output) / CURVE_DIR
 
     def reference_names(self) -> list[str]:
-        names = self.curve.references
-        return [s.name for s in self.cfg.systems if names is None or s.name in names]
+        return [s.name for s in reference_systems(self.cfg)]
 
     def base_model(self) -> str:
         return self.curve.model or self.cfg.model.name
-
-    def trained_references(self) -> list:
-        """The reference systems that learn from labelled documents (other than fine-tuning, which the
-        points are): each is also run at every size × seed, so the curve shows them side by side."""
-        types = system_types()
-        names = set(self.reference_names())
-        return [s for s in self.cfg.systems
-                if s.name in names and types[s.type].trains and not issubclass(types[s.type], FinetunedSystem)]
 
     def trained_reference(self, config, size: int | str, context):
         """A trained reference system learning from the point's subsample."""
@@ -291,7 +283,7 @@ class Curve:
             raise ConfigError(getattr(exc, "message", str(exc)), file=cfg.source, field="curve.model") from None
         self.check_sizes()
         refs = self.reference_names()
-        trained = self.trained_references()  # answer = [] without any: refused by load_config
+        trained = trained_references(cfg)  # answer = [] without any: refused by load_config
         identity = {ref.name: self.trained_reference(ref, "all", run_context(cfg)).preflight(
             cfg.systems.index(ref) + 1) for ref in trained}  # e.g. the encoder's weights, for the fingerprints
         lines = [*curve.answers, *(ref.name for ref in trained)]

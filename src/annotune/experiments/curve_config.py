@@ -65,6 +65,20 @@ class CurveConfig(ConfigModel):
         return list(dict.fromkeys([self.answer] if isinstance(self.answer, str) else self.answer))
 
 
+def reference_systems(cfg: "ExperimentConfig") -> list:
+    """The [[systems]] a [curve] names as references (all of them by default), in config order."""
+    names = cfg.curve.references
+    return [s for s in cfg.systems if names is None or s.name in names]
+
+
+def trained_references(cfg: "ExperimentConfig") -> list:
+    """The references that learn from labelled documents, other than fine-tuning (which the points are): each
+    is also run at every size × seed, a line of its own beside the fine-tuned points."""
+    types = system_types()
+    return [s for s in reference_systems(cfg)
+            if types[s.type].trains and not issubclass(types[s.type], types["finetuned"])]
+
+
 def check_curve(cfg: "ExperimentConfig", path: Path) -> None:
     """A [curve]'s references name [[systems]] (none named like an answer mode, a curve line's name), and
     ``answer = []`` needs a reference that learns from the training documents."""
@@ -73,15 +87,14 @@ def check_curve(cfg: "ExperimentConfig", path: Path) -> None:
         if ref not in names:
             raise ConfigError(f"reference {ref!r} is not a [[systems]] name (systems: "
                               f"{', '.join(map(repr, names)) or 'none'})", file=path, field="curve.references")
-    refs = [s for s in cfg.systems if cfg.curve.references is None or s.name in cfg.curve.references]
-    for ref in refs:
+    for ref in reference_systems(cfg):
         if ref.name in ANSWER_MODES:
             raise ConfigError(f"a reference system named {ref.name!r} would share its line with the fine-tuned "
                               f"points' {ref.name!r} answers: rename it", file=path, field="curve.references")
-    if not cfg.curve.answers and not any(system_types()[s.type].trains and s.type != "finetuned" for s in refs):
+    if not cfg.curve.answers and not trained_references(cfg):
         raise ConfigError("answer = [] asks for no fine-tuned points, and no reference system learns from the "
                           "training documents: add a head, embedding, setfit or tfidf system to the references",
                           file=path, field="curve.answer")
 
 
-__all__ = ["CurveConfig", "check_curve"]
+__all__ = ["CurveConfig", "check_curve", "reference_systems", "trained_references"]

@@ -201,21 +201,31 @@ class EmbeddingSystem(System):
         except AnnotuneError as exc:
             raise self.fail(exc.format(), "model", index) from None
 
-    def run(self, train, test):
+    def _cached_encoder(self):
+        """(encoder, embed): the encoder, and a function embedding documents through the per-model cache."""
         from annotune.experiments.fingerprints import fingerprint
 
+        encoder = _Encoder(self.config)
+        cache = EmbeddingCache(self.context.output / "embeddings" / f"{fingerprint(encoder.identity())}.npz")
+        return encoder, lambda docs: cache.get([d.text for d in docs],
+                                               lambda texts: encoder.encode(texts, self.context.progress))
+
+    def _fit(self, x_train, train):
+        """One cross-validated logistic regression per question of the codebook."""
         cfg, ctx = self.config, self.context
-        encoder = _Encoder(cfg)
-        cache = EmbeddingCache(ctx.output / "embeddings" / f"{fingerprint(encoder.identity())}.npz")
+        return fit_questions(ctx.codebook, x_train, [d.label for d in train.docs],
+                             logistic_regression(cfg.C, cfg.cv_folds, ctx.seed))
+
+    def run(self, train, test):
+        _, embed = self._cached_encoder()
         started = time.perf_counter()
-        x_train = cache.get([d.text for d in train.docs], lambda t: encoder.encode(t, ctx.progress))
+        x_train = embed(train.docs)
         encoded = time.perf_counter()
-        x_test = cache.get([d.text for d in test.docs], lambda t: encoder.encode(t, ctx.progress))
+        x_test = embed(test.docs)
         labelled = time.perf_counter()
-        fitted = fit_questions(ctx.codebook, x_train, [d.label for d in train.docs],
-                               logistic_regression(cfg.C, cfg.cv_folds, ctx.seed))
+        fitted = self._fit(x_train, train)
         fit_seconds = time.perf_counter() - labelled
-        preds = predict_questions(ctx.codebook, fitted, x_test, [d.id for d in test.docs])
+        preds = predict_questions(self.context.codebook, fitted, x_test, [d.id for d in test.docs])
         stats = RunStats(docs=len(test), seconds=time.perf_counter() - started)
         stats.extra.update({"train_seconds": round(encoded - started + fit_seconds, 3),  # encoding (or the cache) + fit
                             "encode_train_seconds": round(encoded - started, 3),
@@ -224,15 +234,9 @@ class EmbeddingSystem(System):
         return preds, stats
 
     def predictor(self, train):
-        from annotune.experiments.fingerprints import fingerprint
-
-        cfg, ctx = self.config, self.context
-        encoder = _Encoder(cfg)
-        cache = EmbeddingCache(ctx.output / "embeddings" / f"{fingerprint(encoder.identity())}.npz")
-        x_train = cache.get([d.text for d in train.docs], lambda t: encoder.encode(t, ctx.progress))
-        fitted = fit_questions(ctx.codebook, x_train, [d.label for d in train.docs],
-                               logistic_regression(cfg.C, cfg.cv_folds, ctx.seed))
-        return lambda test: predict_questions(ctx.codebook, fitted, encoder.encode([d.text for d in test.docs]),
+        encoder, embed = self._cached_encoder()
+        fitted, codebook = self._fit(embed(train.docs), train), self.context.codebook
+        return lambda test: predict_questions(codebook, fitted, encoder.encode([d.text for d in test.docs]),
                                               [d.id for d in test.docs]) if len(test) else []
 
 
