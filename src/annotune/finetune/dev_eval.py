@@ -53,7 +53,9 @@ def dev_callback(codebook: Codebook, dev_docs: list, builder, tokenizer, source,
             base.eval()
             backend = LocalBackend(loaded=(base, tokenizer, source), batch_size=args.per_device_eval_batch_size,
                                    max_text_tokens=max_text_tokens, decision_scale=1.0)  # raw probabilities
-            probs = backend.option_probabilities(dev_docs, builder)
+            # in the precision the model trains in: a bf16 run keeps fp32 weights, which would label in fp32
+            with torch.autocast(backend.device.type, dtype=torch.bfloat16, enabled=bool(args.bf16)):
+                probs = backend.option_probabilities(dev_docs, builder)
             base.train(was_training)
             gold = [d.label for d in dev_docs]
             scale, _ = tune_scale(codebook, probs, gold)
