@@ -155,6 +155,24 @@ def test_constrained_equals_naive_reference(backend, monkeypatch, name):
     assert stats.docs == len(docs)
 
 
+@pytest.mark.parametrize("budget", [1, 200])
+def test_question_rows_in_forwards_of_any_size_equal_the_reference(backend, monkeypatch, budget):
+    """Many questions in two stages: each question is a row of its own after its document's cache, as many rows
+    per forward as `BRANCH_CACHE_TOKENS` allows (1: a row per forward, each padded to its own width)."""
+    import annotune.backends.local as local
+
+    monkeypatch.setattr(local, "BRANCH_TREE_TOKENS", 0)
+    monkeypatch.setattr(local, "BRANCH_CACHE_TOKENS", budget)
+    codebook = _multitoken_dimensions()
+    builder = PromptBuilder(codebook)
+    b = _with(backend, batch_size=3)
+    docs = _docs()
+    preds, _ = b.label(docs, builder, "constrained", progress=False)
+    for doc, pred in zip(docs, preds):
+        want = decide_constrained(codebook, _reference_option_probs(b, builder, doc))[2]
+        _assert_probs_close(pred.probs, want, 1e-4, log_tol=1e-4)
+
+
 def test_constrained_with_few_shot_and_truncation_equals_reference(backend):
     codebook = make_codebook("single")
     examples = [Doc("e1", "Stocks rallied.", "business"), Doc("e2", "The team won.", "sport")]
@@ -224,7 +242,7 @@ def test_generate_equals_hf_generate(backend, monkeypatch, kind, batch_size, mer
     assert stats.generated_tokens == total
 
 
-def test_a_sliding_window_model_answers_as_hugging_face_does(tiny_gemma_dir):
+def test_a_sliding_window_model_answers_as_hugging_face_does(tiny_gemma_dir, monkeypatch):
     """Gemma 3's sliding-window layers (16 tokens here, prompts of hundreds): the shared prefix's cache keeps
     every token and the sliding layers' mask hides keys a window or more behind each query — generated answers
     are HF's `generate`'s, constrained probabilities a plain forward's (prefill in two batches, then merged)."""
@@ -245,6 +263,15 @@ def test_a_sliding_window_model_answers_as_hugging_face_does(tiny_gemma_dir):
     for doc, pred in zip(docs, scored):
         _assert_probs_close(pred.probs, decide_constrained(codebook, _reference_option_probs(b, builder, doc))[2],
                             1e-4, log_tol=1e-4)
+    # many questions in two stages: each a row after its document's cache, the sliding layers told the cached
+    # keys' positions
+    monkeypatch.setattr("annotune.backends.local.BRANCH_TREE_TOKENS", 0)
+    dimensions = make_codebook("dimensions")
+    builder = PromptBuilder(dimensions)
+    scored, _ = b.label(docs, builder, "constrained", progress=False)
+    for doc, pred in zip(docs, scored):
+        want = decide_constrained(dimensions, _reference_option_probs(b, builder, doc))[2]
+        _assert_probs_close(pred.probs, want, 1e-4, log_tol=1e-4)
 
 
 def test_generate_invalid_answers_are_kept(backend):

@@ -18,7 +18,11 @@ value heads of another size).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 ATTENTION = "annotune_cpu_training"
+_WITHOUT_GRADIENTS = contextvars.ContextVar("annotune_matrix_attention_without_gradients", default=False)
 # batch × heads × queries × keys of the score tensor above which the flash kernel runs, for 64-dimension heads and
 # in proportion for others (bench/attention.py, bf16, 2 cores: forward and backward faster up to 7-9 M, slower
 # from 10-19 M with 64 dimensions; faster up to 33 M, the largest measured, with 256)
@@ -42,11 +46,15 @@ def matrix_attention(module, query, key, value, attention_mask, scaling: float |
         if causal and q_len > 1:
             attention_mask = torch.ones(q_len, k_len, dtype=torch.bool, device=query.device).tril()
     unseeing = None
-    if attention_mask is not None:
+    if attention_mask is not None and attention_mask.dtype != torch.bool:  # additive (labelling's token trees)
+        scores = scores + attention_mask[..., None, :, :]
+    elif attention_mask is not None:
         mask = attention_mask[..., None, :, :]  # [B, 1, 1, Q, K]: every head of a group
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
         unseeing = ~mask.any(-1, keepdim=True)  # queries that see no key (padding): 0, as sdpa gives
-    probs = torch.softmax(scores, dim=-1)
+    # without gradients (labelling) the softmax runs in fp32, as the flash kernel's does
+    probs = torch.softmax(scores, dim=-1) if torch.is_grad_enabled() else torch.softmax(
+        scores, dim=-1, dtype=torch.float32).to(value.dtype)
     if unseeing is not None and unseeing.any():
         probs = probs.masked_fill(unseeing, 0.0)
     probs = probs.view(batch, kv_heads, group * q_len, k_len)
@@ -65,16 +73,29 @@ def attention_forward(module, query, key, value, attention_mask, dropout: float 
     short = batch * heads * queries * keys <= MAX_SCORES * dim / 64 and heads % key.shape[1] == 0
     # boolean [B, 1, Q, K] masks as `sdpa_mask` makes them, or none where causal alignment is unambiguous (an
     # additive mask could hold -inf in bf16, a static cache's prefill aligns queries with the first keys)
+    matrix_wanted = torch.is_grad_enabled() or _WITHOUT_GRADIENTS.get()
     mask_fits = (attention_mask is None and queries in (1, keys)) or (
-        attention_mask is not None and attention_mask.dtype == torch.bool and attention_mask.dim() == 4
-        and attention_mask.shape[1] == 1)
-    if (query.device.type == "cpu" and torch.is_grad_enabled() and short and mask_fits and not dropout
+        attention_mask is not None and attention_mask.dim() == 4 and attention_mask.shape[1] == 1
+        and (attention_mask.dtype == torch.bool or _WITHOUT_GRADIENTS.get()))
+    if (query.device.type == "cpu" and matrix_wanted and short and mask_fits and not dropout
             and value.shape[-1] == dim
             and kwargs.get("softcap") is None and kwargs.get("position_bias") is None
             and not kwargs.get("output_attentions")):
         return matrix_attention(module, query, key, value, attention_mask, scaling, is_causal), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                   is_causal=is_causal, **kwargs)
+
+
+@contextlib.contextmanager
+def matrix_attention_without_gradients():
+    """Within it, a model on `ATTENTION` takes the matrix path without gradients too (additive masks
+    included): for labelling many short rows over a long cache (`LocalBackend`'s question rows), where the
+    flash kernel is slowest."""
+    token = _WITHOUT_GRADIENTS.set(True)
+    try:
+        yield
+    finally:
+        _WITHOUT_GRADIENTS.reset(token)
 
 
 def register() -> None:
@@ -104,5 +125,6 @@ def uses_boolean_masks(config) -> bool:
     return getattr(config, "_attn_implementation", None) in ("sdpa", ATTENTION)
 
 
-__all__ = ["ATTENTION", "MAX_SCORES", "attention_forward", "matrix_attention", "register", "use_fast_cpu_attention",
+__all__ = ["ATTENTION", "MAX_SCORES", "attention_forward", "matrix_attention", "matrix_attention_without_gradients",
+           "register", "use_fast_cpu_attention",
            "uses_boolean_masks"]

@@ -14,82 +14,25 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from annotune.backends.base import (ANSWER_MODES, Backend, Prediction, RunStats, cut_document, decide_constrained,
-                                    softmax)
+from annotune.backends.attention import matrix_attention_without_gradients, use_fast_cpu_attention
+from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained, softmax
 from annotune.backends.kv_cache import decode_batches, empty_like, make_room, put_rows
-from annotune.backends.token_trees import attention_mask, question_tree, sliding_window, tree_layout
+from annotune.backends.prompt_tokens import (ConstrainedPrompt, document_ids, encode_chat, option_token_ids,
+                                             text_ids)
+from annotune.backends.token_trees import (attention_mask, branch_trees, question_tree, sliding_window,
+                                           tree_layout)
 from annotune.finetune.thresholds import scaled
 from annotune.tasks.parsing import answer_text, parse_answer
-from annotune.tasks.prompts import constrained_questions, main_question, render_chat
+from annotune.tasks.prompts import main_question
 from annotune.tasks.prompts import end_of_turn as template_end_of_turn
 
 
-def encode_chat(tokenizer, messages: list[dict]) -> list[int]:
-    """Token ids of a chat rendered for answering, as `LocalBackend` encodes a prompt (the model's chat
-    template, or a plain layout with BOS for base models). Needs only the tokenizer."""
-    ids = tokenizer(render_chat(tokenizer, messages, generation_prompt=True), add_special_tokens=False)["input_ids"]
-    return _with_bos(tokenizer, ids)
-
-
-def _with_bos(tokenizer, ids: list[int]) -> list[int]:
-    """A base model without a chat template gets BOS in front of its prompt."""
-    if getattr(tokenizer, "chat_template", None) is None and tokenizer.bos_token_id is not None:
-        return [tokenizer.bos_token_id] + ids
-    return ids
-
-
-def _encode(tokenizer, text: str) -> list[int]:
-    return tokenizer(text, add_special_tokens=False)["input_ids"]
-
-
-def document_ids(tokenizer, text: str, max_tokens: int | None) -> tuple[list[int], bool]:
-    """A document's token ids as every prompt holds them, cut to ``max_tokens`` (None: whole), and whether
-    it was cut."""
-    return cut_document(_encode(tokenizer, text), max_tokens)
-
-
-def option_token_ids(tokenizer, options, end_of_turn: str | None = None) -> list[list[int]]:
-    """Token ids of a question's answer options (``end_of_turn``: default the chat template's).
-
-    The end-of-turn marker is appended only where one option's tokens are a prefix of another's
-    ("sport" / "sport news"): scoring it everywhere measured worse on BBC zero-shot with SmolLM2
-    (accuracy 0.34 vs 0.53 on 100 test articles), because a small model rarely ends its turn right
-    after a bare label."""
-    if end_of_turn is None:
-        end_of_turn = template_end_of_turn(tokenizer)
-    ids = [_encode(tokenizer, o) for o in options]
-    ambiguous = any(a != b and b[: len(a)] == a for a in ids for b in ids)
-    if ambiguous and end_of_turn:
-        ids = [_encode(tokenizer, o + end_of_turn) for o in options]
-    return ids
-
-
-@dataclass
-class ConstrainedPrompt:
-    """The token pieces of `constrained` answering for one codebook and tokenizer: the prefix every document
-    shares, what follows a document, and each question with its options' token ids. The scorer and the
-    trainer of the ``questions`` objective (`annotune.finetune.tree`) both build on it, so a model is
-    trained on exactly the tokens it is later asked."""
-
-    prefix_ids: list[int]
-    between_ids: list[int]
-    suffix: str
-    questions: list
-    q_rows: list[list[int]]
-    opt_rows: list[list[list[int]]]
-
-    @classmethod
-    def build(cls, tokenizer, builder, *, questions: bool = True) -> "ConstrainedPrompt":
-        parts = builder.parts(tokenizer)
-        qs = constrained_questions(builder.codebook) if questions else []
-        return cls(_with_bos(tokenizer, _encode(tokenizer, parts.prefix)), _encode(tokenizer, parts.between),
-                   parts.suffix, qs, [_encode(tokenizer, q.text + parts.suffix) for q in qs],
-                   [option_token_ids(tokenizer, q.options, parts.end_of_turn) for q in qs])
-
-    @property
-    def tree_length(self) -> int:
-        """Tokens the questions and options add to a document's tree."""
-        return sum(len(q) + sum(len(o) - 1 for o in opts) for q, opts in zip(self.q_rows, self.opt_rows))
+# Questions that add more tokens than this to a document's tree are scored in two stages (`_forward_branches`):
+# 46 flourishing dimensions (1,225 tokens) ran 1.3x faster that way, 5 yes/no questions (114 tokens) 1.2-1.6x
+# slower (SmolLM2, CPU, 2026-12-04).
+BRANCH_TREE_TOKENS = 512
+# cached key positions the question rows of one forward hold copies of (`LocalBackend._forward_branches`)
+BRANCH_CACHE_TOKENS = 16384
 
 
 @dataclass
@@ -145,11 +88,13 @@ class LocalBackend(Backend):
         self.decoder = getattr(self.model, self.model.base_model_prefix)
         self.lm_head = self.model.get_output_embeddings()
         self.window, self.layer_types = sliding_window(self.model.config)
+        if self.device.type == "cpu":  # the matrix-product attention of the question rows (`_forward_branches`)
+            use_fast_cpu_attention(self.model)
 
     # ------------------------------------------------------------------ engine: tokens
     def encode(self, text: str) -> list[int]:
         """Token ids of ``text`` without special tokens."""
-        return _encode(self.tokenizer, text)
+        return text_ids(self.tokenizer, text)
 
     def decode(self, ids: list[int]) -> str:
         """Text of token ids, special tokens kept (``<|im_end|>`` stays visible)."""
@@ -263,11 +208,14 @@ class LocalBackend(Backend):
                     bar.update(len(batch))
             else:
                 q_rows, opt_rows, tree_len = prompt.q_rows, prompt.opt_rows, prompt.tree_length
-                # keep each forward at roughly the same number of tokens
-                per_batch = max(1, min(self.batch_size, (self.batch_size * 640) // (640 + tree_len)))
+                branched = len(q_rows) > 1 and tree_len > BRANCH_TREE_TOKENS
+                # keep each forward at roughly the same number of tokens (branched: each question its own row)
+                per_batch = (self.batch_size if branched
+                             else max(1, min(self.batch_size, (self.batch_size * 640) // (640 + tree_len))))
                 for start in range(0, len(order), per_batch):
                     batch = order[start: start + per_batch]
-                    logps = self._score(prefix_kv, len(prefix_ids), [doc_ids[i] for i in batch], q_rows, opt_rows)
+                    logps = self._score(prefix_kv, len(prefix_ids), [doc_ids[i] for i in batch], q_rows, opt_rows,
+                                        branched=branched)
                     for i, per_question in zip(batch, logps):
                         option_probs[i] = [softmax(lp) for lp in per_question]
                         label, conf, pdict = decide_constrained(
@@ -319,28 +267,75 @@ class LocalBackend(Backend):
                            past_key_values=cache, use_cache=True)
         return (out.last_hidden_state, cache) if keep_cache else out.last_hidden_state
 
-    def _score(self, prefix_kv, prefix_len, doc_rows, q_rows, opt_rows) -> list[list[np.ndarray]]:
-        """Summed log-probabilities of each question's options, for each document: [doc][question]."""
+    def _score(self, prefix_kv, prefix_len, doc_rows, q_rows, opt_rows, *,
+               branched: bool = False) -> list[list[np.ndarray]]:
+        """Summed log-probabilities of each question's options, for each document: [doc][question]; ``branched``:
+        in two stages (`_forward_branches`), else one tree per document."""
         import torch
 
-        rows, parents, targets = [], [], []  # targets: (row, position, token, question, option)
-        for r, doc in enumerate(doc_rows):
-            toks, par, tree_targets = question_tree(doc, q_rows, opt_rows)
-            rows.append(toks)
-            parents.append(par)
-            targets += [(r, *t) for t in tree_targets]
-        hidden = self._forward_tree(prefix_kv, prefix_len, rows, parents)
+        if branched:
+            hidden, targets, doc_of = self._forward_branches(prefix_kv, prefix_len, doc_rows, q_rows, opt_rows)
+        else:
+            rows, parents, targets = [], [], []  # targets: (row, position, token, question, option)
+            for r, doc in enumerate(doc_rows):
+                toks, par, tree_targets = question_tree(doc, q_rows, opt_rows)
+                rows.append(toks)
+                parents.append(par)
+                targets += [(r, *t) for t in tree_targets]
+            hidden, doc_of = [self._forward_tree(prefix_kv, prefix_len, rows, parents)], list(range(len(rows)))
         t = np.array([(a, b, c) for a, b, c, _, _ in targets], dtype=np.int64)
-        flat = t[:, 0] * hidden.shape[1] + t[:, 1]
+        width = max(x.shape[1] for x in hidden)
+        flat = t[:, 0] * width + t[:, 1]
         uniq, inverse = np.unique(flat, return_inverse=True)
+        hidden = torch.cat([torch.nn.functional.pad(x, (0, 0, 0, width - x.shape[1])) for x in hidden])
         h = hidden.reshape(-1, hidden.shape[-1])[torch.from_numpy(uniq).to(self.device)]
         logp = torch.log_softmax(self.lm_head(h).float(), dim=-1)
         tok_lp = logp[torch.from_numpy(inverse).to(self.device), torch.from_numpy(t[:, 2]).to(self.device)]
         tok_lp = tok_lp.cpu().numpy()
         sums = [[np.zeros(len(opts)) for opts in opt_rows] for _ in doc_rows]
         for (r, _, _, qi, oi), lp in zip(targets, tok_lp):
-            sums[r][qi][oi] += lp
+            sums[doc_of[r]][qi][oi] += lp
         return sums
+
+    def _forward_branches(self, prefix_kv, prefix_len: int, doc_rows, q_rows, opt_rows):
+        """Many questions (multi-label, dimensions): the documents first, their caches kept, then each
+        question's branch (`branch_trees`) as a row of its own that attends to the prefix, its document and
+        its own tokens. One tree per document (`question_tree`) would attend over every other question's
+        branch, masked, in each of them. Returns hidden states (chunks of [rows, L, H]), the targets
+        (row, position, token, question, option), rows counted across chunks, and each row's document."""
+        import torch
+        from transformers import DynamicCache
+
+        lengths = [len(d) for d in doc_rows]
+        _, docs_kv = self._forward_tree(prefix_kv, prefix_len, doc_rows, [list(range(-1, n - 1)) for n in lengths],
+                                        keep_cache=True)
+        cached = prefix_len + max(lengths)
+        seen = torch.arange(cached)[None, :] < (prefix_len + torch.tensor(lengths))[:, None]  # [docs, cached]
+        branches = branch_trees(q_rows, opt_rows)
+        # rows of about the same length share a forward: little padding
+        owners = sorted(((r, b) for r in range(len(doc_rows)) for b in range(len(branches))),
+                        key=lambda rb: len(branches[rb[1]][0]))
+        per_chunk = max(1, BRANCH_CACHE_TOKENS // cached)  # each row holds a copy of its document's cache
+        hidden, targets = [], []
+        for start in range(0, len(owners), per_chunk):
+            chunk = owners[start: start + per_chunk]
+            for i, (_, b) in enumerate(chunk):
+                targets += [(start + i, *tg) for tg in branches[b][2]]
+            ids, depth, own = tree_layout([branches[b][0] for _, b in chunk], [branches[b][1] for _, b in chunk],
+                                          0, self.tokenizer.pad_token_id)
+            doc = torch.tensor([r for r, _ in chunk])
+            pos = torch.from_numpy(depth) + (prefix_len + torch.tensor(lengths))[doc][:, None]
+            allowed = torch.cat([seen[doc][:, None, :].expand(-1, ids.shape[1], -1), torch.from_numpy(own)], dim=2)
+            # the cached keys sit at positions 0, 1, … (padding unseen), the rows' own keys at theirs
+            mask = attention_mask(allowed.to(self.device), pos.to(self.device), None, self.dtype, self.window,
+                                  self.layer_types)
+            index = doc.to(self.device)
+            cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in docs_kv.layers])
+            with matrix_attention_without_gradients():  # rows of a few queries over a long cache
+                hidden.append(self.decoder(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask,
+                                           position_ids=pos.to(self.device), past_key_values=cache,
+                                           use_cache=True).last_hidden_state)
+        return hidden, targets, [r for r, _ in owners]
 
     def _generate(self, prefix_kv, prefix_len, rows, stop: set[int], limit: int,
                   top_k: int | None = None) -> list[Generation]:

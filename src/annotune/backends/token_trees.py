@@ -33,6 +33,17 @@ def question_tree(doc: list[int], q_rows: list[list[int]], opt_rows: list[list[l
     return toks, par, targets
 
 
+def branch_trees(q_rows: list[list[int]], opt_rows: list[list[list[int]]]):
+    """Each question's branch of `question_tree` on its own, without the document it hangs off: a list of
+    (tokens, parents, targets) per question, a parent of -1 following the document, targets
+    ``(position, token, question, option)``."""
+    branches = []
+    for qi, (q, opts) in enumerate(zip(q_rows, opt_rows)):
+        toks, par, targets = question_tree([], [q], [opts])
+        branches.append((toks, par, [(pos, tok, qi, oi) for pos, tok, _, oi in targets]))
+    return branches
+
+
 def tree_layout(rows: list[list[int]], parents: list[list[int]], prefix_len: int, pad_id: int):
     """Right-padded token ids, position ids and the attention pattern [R, L, prefix_len + L] (True: may
     attend) of rows of token trees after a shared prefix: a token sees the prefix, its ancestors and itself,
@@ -84,4 +95,4 @@ def attention_mask(allowed, query_pos, key_pos, dtype, window: int | None = None
     return {t: additive(near if t == "sliding_attention" else allowed) for t in layer_types}
 
 
-__all__ = ["question_tree", "tree_layout", "sliding_window", "attention_mask"]
+__all__ = ["branch_trees", "question_tree", "tree_layout", "sliding_window", "attention_mask"]

@@ -20,7 +20,7 @@ import functools
 import numpy as np
 
 from annotune.backends.attention import uses_boolean_masks
-from annotune.backends.local import ConstrainedPrompt, document_ids
+from annotune.backends.prompt_tokens import ConstrainedPrompt, document_ids
 from annotune.backends.token_trees import question_tree, tree_layout
 from annotune.errors import ConfigError
 from annotune.finetune.sft import LossOnlyEvaluation, scored_logits

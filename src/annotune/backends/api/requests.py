@@ -47,7 +47,7 @@ def estimate_prompt_tokens(messages: list[dict], tokenizer=None) -> int:
     """Prompt tokens of a chat: exact with a HF tokenizer (its chat template, as `annotune serve` and
     vLLM count them), else OpenAI's estimate (content + 3 per message + 3 to start the answer)."""
     if tokenizer is not None:
-        from annotune.backends.local import encode_chat  # lazy: the local engine needs torch
+        from annotune.backends.prompt_tokens import encode_chat
 
         return len(encode_chat(tokenizer, messages))
     return sum(estimate_tokens(m["content"]) + 3 for m in messages) + 3
