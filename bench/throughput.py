@@ -10,7 +10,8 @@ document tokens, the faster of two timed runs): `constrained` zero- and 3-shot a
 written by llama.cpp's converter (same prompts token for token, answer grammar; needs annotune[gguf]), the
 encoding pass of an `embedding` system (mean-pooled hidden states of the same model) and a `head` system's
 labelling (one forward pass per document; the head is first trained briefly on 16 articles, which does not
-change its speed). Training rows: LoRA on BBC News and on flourishing, shared prompt prefix (the default),
+change its speed); `constrained` on the first N test tweets of `examples/flourishing.toml` (46 dimensions), in two
+stages (the default) and as one tree per tweet. Training rows: LoRA on BBC News and on flourishing, shared prompt prefix (the default),
 `--steps` steps of batch 8 (`bench/train_speed.py`'s measurement; first step left out), with the process's
 resident memory after each stage (libraries, data, model and trainer, each step). FLOPs: 2 (labelling) or 4
 (LoRA training) × non-embedding parameters per encoded token; fractions are of the roofline of the dtype
@@ -40,6 +41,10 @@ LABEL_ROWS = {
     "llama.cpp F16, grammar": ("llamacpp", "f16", 0),
     "embedding: mean-pooled hidden states": ("embedding", None, 0),
     "head: LoRA + classification head (one forward pass)": ("head", None, 0),
+    # flourishing's 46 dimensions (`examples/flourishing.toml`): each tweet's question branches scored in two
+    # stages over its cache (the default for codebooks this large), and as one tree per tweet (the default before)
+    "constrained, zero-shot, flourishing 46 dimensions": ("flourishing", "constrained", 0),
+    "constrained, zero-shot, flourishing, one tree per tweet": ("flourishing-one-tree", "constrained", 0),
 }
 HEAD_TRAIN_DOCS = 16  # the head row trains briefly first: its speed does not depend on how well it learned
 TRAIN_ROWS = {"LoRA training, BBC News": "bbc", "LoRA training, flourishing": "flourishing"}
@@ -61,7 +66,11 @@ def label_row(name: str, n_docs: int, f16_path: str) -> dict:
 
     quiet_libraries()
     engine, mode, shots = LABEL_ROWS[name]
-    cfg = load_config(ROOT / "examples" / "bbc-news.toml")
+    cfg = load_config(ROOT / "examples" / ("flourishing.toml" if engine.startswith("flourishing") else "bbc-news.toml"))
+    if engine == "flourishing-one-tree":
+        import annotune.backends.local as local
+
+        local.BRANCH_TREE_TOKENS = sys.maxsize
     train, test = split_data(cfg, cfg.load_data())
     docs = test.docs[:n_docs]
     builder = PromptBuilder(cfg.codebook, draw_examples(train.docs, cfg.codebook, shots, cfg.seed), example_chars=600)
@@ -112,7 +121,7 @@ def label_row(name: str, n_docs: int, f16_path: str) -> dict:
         path = Path(source.location) / source.gguf_file if mode == "q4_1" else Path(f16_path)
         backend = LlamaCppBackend(path, max_text_tokens=MAX_TEXT_TOKENS)
         answer = "generate"
-    else:
+    else:  # torch, flourishing
         backend = LocalBackend("smollm2", dtype="auto", batch_size=8, max_text_tokens=MAX_TEXT_TOKENS)
         answer = mode
     backend.label(docs[:2], builder, answer, progress=False)  # warm-up

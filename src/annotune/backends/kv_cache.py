@@ -86,4 +86,41 @@ def preallocated_layer_type():
     return PreallocatedLayer
 
 
-__all__ = ["decode_batches", "make_room", "empty_like", "put_rows", "plain_layer", "preallocated_layer_type"]
+def gathered_cache(kv_cache, rows):
+    """A cache whose row i holds row ``rows[i]`` of ``kv_cache`` (a tensor of indices), gathered layer by layer as
+    the forward reaches it (`gathered_layer_type`): the copies of one layer at a time, not of all layers at once,
+    are alive. The new keys and values are not kept."""
+    from transformers import DynamicCache
+
+    gathered = DynamicCache()
+    layer_type = gathered_layer_type()
+    gathered.layers = [layer_type(layer.keys, layer.values, rows) for layer in kv_cache.layers]
+    return gathered
+
+
+@cache
+def gathered_layer_type():
+    import torch
+    from transformers.cache_utils import DynamicLayer
+
+    class GatheredLayer(DynamicLayer):
+        """A `DynamicLayer` of rows of another's keys and values (`gathered_cache`)."""
+
+        def __init__(self, keys, values, rows):
+            super().__init__()
+            self.dtype, self.device, self.is_initialized = keys.dtype, keys.device, True
+            self.source, self.rows = (keys, values), rows
+            self.keys, self.values = keys[:0], values[:0]
+
+        def get_seq_length(self) -> int:
+            return self.source[0].shape[-2]
+
+        def update(self, key_states, value_states, *args, **kwargs):
+            return tuple(torch.cat([cached.index_select(0, self.rows), new], dim=-2)
+                         for cached, new in zip(self.source, (key_states, value_states)))
+
+    return GatheredLayer
+
+
+__all__ = ["decode_batches", "make_room", "empty_like", "put_rows", "plain_layer", "preallocated_layer_type",
+           "gathered_cache", "gathered_layer_type"]

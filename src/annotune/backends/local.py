@@ -16,7 +16,7 @@ import numpy as np
 
 from annotune.backends.attention import matrix_attention_without_gradients, use_fast_cpu_attention
 from annotune.backends.base import ANSWER_MODES, Backend, Prediction, RunStats, decide_constrained, softmax
-from annotune.backends.kv_cache import decode_batches, empty_like, make_room, put_rows
+from annotune.backends.kv_cache import decode_batches, empty_like, gathered_cache, make_room, put_rows
 from annotune.backends.prompt_tokens import (ConstrainedPrompt, document_ids, encode_chat, option_token_ids,
                                              text_ids)
 from annotune.backends.token_trees import (attention_mask, branch_trees, question_tree, sliding_window,
@@ -28,10 +28,10 @@ from annotune.tasks.prompts import end_of_turn as template_end_of_turn
 
 
 # Questions that add more tokens than this to a document's tree are scored in two stages (`_forward_branches`):
-# 46 flourishing dimensions (1,225 tokens) ran 1.3x faster that way, 5 yes/no questions (114 tokens) 1.2-1.6x
-# slower (SmolLM2, CPU, 2026-12-04).
+# 46 flourishing dimensions (1,225 tokens) ran 1.09-1.31x faster that way, 5 yes/no questions (114 tokens)
+# 1.2-1.6x slower (SmolLM2, bf16 CPU, 2026-12-04; README, Labelling speed).
 BRANCH_TREE_TOKENS = 512
-# cached key positions the question rows of one forward hold copies of (`LocalBackend._forward_branches`)
+# cached key positions the question rows of one forward attend to, in all (measured best of 4,096-32,768)
 BRANCH_CACHE_TOKENS = 16384
 
 
@@ -304,7 +304,6 @@ class LocalBackend(Backend):
         branch, masked, in each of them. Returns hidden states (chunks of [rows, L, H]), the targets
         (row, position, token, question, option), rows counted across chunks, and each row's document."""
         import torch
-        from transformers import DynamicCache
 
         lengths = [len(d) for d in doc_rows]
         _, docs_kv = self._forward_tree(prefix_kv, prefix_len, doc_rows, [list(range(-1, n - 1)) for n in lengths],
@@ -315,7 +314,7 @@ class LocalBackend(Backend):
         # rows of about the same length share a forward: little padding
         owners = sorted(((r, b) for r in range(len(doc_rows)) for b in range(len(branches))),
                         key=lambda rb: len(branches[rb[1]][0]))
-        per_chunk = max(1, BRANCH_CACHE_TOKENS // cached)  # each row holds a copy of its document's cache
+        per_chunk = max(1, BRANCH_CACHE_TOKENS // cached)  # each row attends to its document's whole cache
         hidden, targets = [], []
         for start in range(0, len(owners), per_chunk):
             chunk = owners[start: start + per_chunk]
@@ -330,7 +329,7 @@ class LocalBackend(Backend):
             mask = attention_mask(allowed.to(self.device), pos.to(self.device), None, self.dtype, self.window,
                                   self.layer_types)
             index = doc.to(self.device)
-            cache = DynamicCache(ddp_cache_data=[(layer.keys[index], layer.values[index]) for layer in docs_kv.layers])
+            cache = gathered_cache(docs_kv, index)
             with matrix_attention_without_gradients():  # rows of a few queries over a long cache
                 hidden.append(self.decoder(input_ids=torch.from_numpy(ids).to(self.device), attention_mask=mask,
                                            position_ids=pos.to(self.device), past_key_values=cache,
