@@ -107,8 +107,9 @@ def register() -> None:
 
 
 def use_fast_cpu_attention(model) -> bool:
-    """Switch a model that attends through ``sdpa`` to `ATTENTION` (for training on a CPU); False where it
-    cannot (another implementation, or a model without Hugging Face's attention interface)."""
+    """Switch a model that attends through ``sdpa`` to `ATTENTION` (training, and labelling's question rows, on a
+    CPU); False where it cannot (another implementation, or a model without Hugging Face's attention
+    interface)."""
     config = model.config
     if getattr(config, "_attn_implementation", None) != "sdpa" or not hasattr(model, "set_attn_implementation"):
         return False
